@@ -1,0 +1,187 @@
+"""The ``w2slab`` command: a thin shell over the Python API (each subcommand builds a config and calls
+the function a notebook would call). Errors print one line and exit with status 2."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+from .errors import W2SError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        self.exit(2, f"w2slab: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .runner.config import ExperimentConfig
+
+    d = ExperimentConfig()
+    parser = _Parser(prog="w2slab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"w2slab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a weak-to-strong experiment and print the table")
+    run.add_argument("--task", default=d.task)
+    run.add_argument("--weak", type=_names, default=d.weak, help="weak model(s), comma-separated")
+    run.add_argument("--strong", type=_names, default=d.strong, help="strong model(s), comma-separated")
+    run.add_argument("--loss", dest="losses", type=_names, default=d.losses, help="losses, comma-separated")
+    run.add_argument("--seeds", type=_positive_int, default=d.seeds, help="number of seeds")
+    run.add_argument("--n-examples", type=_positive_int, default=d.n_examples, help="task items to sample")
+    run.add_argument("--split-seed", type=int, default=d.split_seed)
+    run.add_argument("--head", default=d.head, help="student head")
+    run.add_argument("--weak-head", default=d.weak_head, help="weak model's head")
+    run.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    run.add_argument("--layer", type=int, default=d.layer, help="hidden_states index (-1 = last layer)")
+    run.add_argument("--pooling", default=d.pooling, choices=("mean", "last", "first"))
+    run.add_argument("--max-length", type=_positive_int, default=d.max_length, help="tokens per text")
+    _add_dirs(run, data=True, results=True)
+    run.add_argument("--no-reuse", action="store_true", help="recompute weak/student stages (features stay cached)")
+
+    models = sub.add_parser("models", help="the offline model zoo")
+    models_sub = models.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    _add_dirs(models_sub.add_parser("list", help="name, size, installed or not, licence"))
+    install = models_sub.add_parser("install", help="materialise zoo models into the cache")
+    install.add_argument("names", nargs="+")
+    _add_dirs(install)
+
+    tasks = sub.add_parser("tasks", help="the task registry")
+    tasks_sub = tasks.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    tasks_sub.add_parser("list", help="built-in tasks")
+    show = tasks_sub.add_parser("show", help="a task's template and two converted examples")
+    show.add_argument("name")
+    _add_dirs(show, data=True, cache=False)
+
+    results = sub.add_parser("results", help="PGR summaries stored in the results file")
+    results.add_argument("--experiment", help="only this experiment id")
+    results.add_argument("--task", help="only this task")
+    _add_dirs(results, cache=False, results=True)
+    return parser
+
+
+def _add_dirs(parser, *, data: bool = False, cache: bool = True, results: bool = False) -> None:
+    if data:
+        parser.add_argument("--data-dir", help="local dataset mirror (default: $W2SLAB_DATA_DIR, else the HF Hub)")
+    if cache:
+        parser.add_argument("--cache-dir", help="features, models, stage outputs (default: $W2SLAB_CACHE_DIR)")
+    if results:
+        parser.add_argument("--results-dir", help="where results.sqlite goes (default: ./w2slab-results)")
+
+
+def cmd_run(args) -> None:
+    from .runner import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(task=args.task, weak=args.weak, strong=args.strong, losses=args.losses, seeds=args.seeds,
+                              n_examples=args.n_examples, split_seed=args.split_seed, head=args.head,
+                              weak_head=args.weak_head, epochs=args.epochs, layer=args.layer, pooling=args.pooling,
+                              max_length=args.max_length)
+    result = run_experiment(config, data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir,
+                            reuse=not args.no_reuse, progress=sys.stderr.isatty())
+    print(result.table())
+    print(f"\nexperiment {result.experiment}: {len(result.runs)} runs stored in {result.store_path} "
+          f"(predictions: {result.predictions_path}); {result.timings['total_s']:.1f} s")
+
+
+def cmd_models(args) -> None:
+    from .models import MODELS, describe, install
+
+    if args.action == "install":
+        for name in args.names:
+            MODELS.get(name)
+        for name in args.names:
+            path = install(name, cache=args.cache_dir)
+            print(f"{name}: {path or 'nothing to install (built in)'}")
+        return
+    rows = [describe(name, cache=args.cache_dir) for name in MODELS.names()]
+    _print_rows(rows, ("name", "kind", "params_m", "status", "licence"))
+
+
+def cmd_tasks(args) -> None:
+    from .tasks import TASKS, load_task
+
+    if args.action == "list":
+        rows = [{"name": n, "licence": TASKS.get(n).licence, "frozen-features learnable":
+                 "yes" if TASKS.get(n).frozen_features_learnable else "needs fine-tuning",
+                 "description": TASKS.get(n).description} for n in TASKS.names()]
+        _print_rows(rows, ("name", "licence", "frozen-features learnable", "description"))
+        return
+    spec = TASKS.get(args.name)
+    task = load_task(args.name, data_dir=args.data_dir)
+    print(f"{spec.name}: {spec.description}\nlicence: {spec.licence}\nhub source: {spec.hub[0]}\n"
+          f"template: {spec.template!r}\nitems: {len(task)} (share of class 1: {task.positive_rate:.3f}), "
+          f"groups: {len(set(task.groups.tolist()))}")
+    for label in (1, 0):
+        i = int((task.labels == label).argmax())
+        print(f"\n--- example with label {label} ---\n{task.texts[i]}")
+
+
+def cmd_results(args) -> None:
+    from .paths import results_dir
+    from .runner import ResultsStore
+
+    where = {k: v for k, v in (("experiment", args.experiment), ("task", args.task)) if v}
+    rows = ResultsStore(results_dir(args.results_dir) / "results.sqlite").query("summaries", **where)
+    for r in rows:
+        r["pgr [95% CI]"] = (f"{r['pgr']:+.2f} [{r['pgr_low']:+.2f}, {r['pgr_high']:+.2f}]" if r["defined"]
+                            else "undefined")
+        for k in ("floor", "transfer", "ceiling"):
+            r[k] = f"{r[k]:.3f}"
+    _print_rows(rows, ("experiment", "created_at", "task", "weak", "strong", "loss", "floor", "transfer", "ceiling",
+                       "pgr [95% CI]"))
+
+
+def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "results": cmd_results}[args.command]
+    try:
+        handler(args)
+    except W2SError as err:
+        print(f"w2slab: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk or a folder that vanished: one line, not a traceback
+        where = f": {err.filename}" if err.filename else ""
+        print(f"w2slab: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", module="transformers")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Classification metrics on binary ground truth. ``y``: int array (n,) in {0, 1}; ``p``: float array (n,)
+= predicted P(class = 1). Higher is better for every metric here."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    """Share of items where the 0.5-thresholded prediction equals the label."""
+    return float(np.mean((np.asarray(p) >= 0.5) == (np.asarray(y) == 1)))
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (Mann–Whitney form, ties count half); NaN when y has one class."""
+    y = np.asarray(y)
+    n_pos = int((y == 1).sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(p)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {"accuracy": accuracy(y, p), "auc": roc_auc(y, p), "n": int(len(y))}

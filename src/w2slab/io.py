@@ -1,0 +1,69 @@
+"""Small file helpers: content hashing and atomic writes (temp file in the same folder + rename)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+def stable_hash(obj: Any, *, length: int = 20) -> str:
+    """Hex digest of a JSON-normalised object (dict keys sorted); equal configs give equal hashes."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot hash object of type {type(value).__name__}")
+
+
+def text_digests(texts: list[str]) -> np.ndarray:
+    """One 16-byte BLAKE2 digest per text: array of shape (n,), dtype ``S16``."""
+    return np.array([hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts], dtype="S16")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success rename it onto ``target``, on error delete it.
+
+    Readers never see a half-written file, and a killed writer leaves only a ``.tmp-*`` file behind.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.name}-", suffix=suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_json(target: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def write_npz(target: str | os.PathLike, **arrays: np.ndarray) -> None:
+    with atomic_path(target, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def write_npy(target: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(target, suffix=".npy") as tmp:
+        np.save(tmp, array)

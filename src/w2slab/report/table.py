@@ -1,0 +1,36 @@
+"""Plain-text table of an experiment's summaries: accuracy (mean ± sd over seeds), AUC, and PGR [95% CI]."""
+from __future__ import annotations
+
+
+def _acc(summary: dict, name: str) -> str:
+    r = summary["result"]
+    return f"{r[f'{name}_accuracy_mean']:.3f}±{r[f'{name}_accuracy_sd']:.3f}"
+
+
+def _pgr(summary: dict) -> str:
+    if not summary["defined"]:
+        return "undefined*"
+    return f"{summary['pgr']:+.2f} [{summary['pgr_low']:+.2f}, {summary['pgr_high']:+.2f}]"
+
+
+def format_table(result) -> str:
+    """Render an ExperimentResult (or anything with .config, .summaries, .split_sizes) as text."""
+    cfg = result.config
+    header = ["weak → strong", "loss", "floor", "transfer", "ceiling", "PGR [95% CI]", "AUC f/t/c"]
+    rows = []
+    for s in result.summaries:
+        pair = f"{s['weak']} → {s['strong']}" + (" (s2s control)" if s["strong_to_strong"] else "")
+        r = s["result"]
+        auc = "/".join(f"{r[f'{n}_auc_mean']:.3f}" for n in ("floor", "transfer", "ceiling"))
+        rows.append([pair, s["loss"], _acc(s, "floor"), _acc(s, "transfer"), _acc(s, "ceiling"), _pgr(s), auc])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    sizes = result.split_sizes
+    out = [f"task {cfg.task}: test accuracy, mean±sd over {cfg.seeds} seed(s); split A={sizes['weak']} "
+           f"B={sizes['transfer']} val={sizes['val']} test={sizes['test']}; head {cfg.head}",
+           line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    notes = [f"* {s['weak']} → {s['strong']} / {s['loss']}: PGR undefined: {s['reason']}"
+             for s in result.summaries if not s["defined"]]
+    if any(s["strong_to_strong"] for s in result.summaries):
+        notes.append("s2s control: the same model as weak and strong (strong-to-strong), not a weak-to-strong pair")
+    return "\n".join(out + ([""] + notes if notes else []))

@@ -1,0 +1,88 @@
+"""The experiment configuration: one frozen dataclass, validated once, hashed for caching."""
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError
+from ..registry import check_names
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """One weak-to-strong experiment: every (weak, strong) pair × loss × seed on one task.
+
+    Fractions are of the task's (sub)sampled items, by group: ``test_fraction`` for the test set,
+    ``val_fraction`` for the validation slice (labelled by the supervisor in transfer runs), the rest halved
+    into weak half A and transfer half B. ``weak_head`` is the weak model's classifier on its features (an
+    exact scikit-learn logistic regression by default); ``head`` is the student's (a torch head that takes
+    the weak-to-strong losses). ``seeds`` is a count: seeds 0 … seeds-1 vary model initialisation
+    and batch order; ``split_seed`` fixes the subsample and the split.
+    """
+
+    task: str = "sst2"
+    weak: tuple[str, ...] = ("minilm",)
+    strong: tuple[str, ...] = ("mpnet",)
+    losses: tuple[str, ...] = ("xent", "logconf")
+    seeds: int = 3
+    n_examples: int | None = 3000
+    split_seed: int = 0
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    head: str = "logistic"
+    weak_head: str = "sklearn_logistic"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    layer: int = -1
+    pooling: str = "mean"
+    max_length: int = 256
+    n_bootstrap: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("weak", "strong", "losses"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, tuple(v.strip() for v in value.split(",") if v.strip()))
+            else:
+                object.__setattr__(self, name, tuple(value))
+
+    def validate(self, *, registered_task: bool = True) -> "ExperimentConfig":
+        """Check every field; raises ConfigError / UnknownNameError naming the field. Returns self.
+        ``registered_task=False`` skips the task-name check (the caller passes its own TaskData)."""
+        from ..tasks import TASKS
+        from ..training import HEADS, LOSSES
+
+        if registered_task and self.task not in TASKS:
+            check_names(TASKS, [self.task], param="task")
+        check_names(LOSSES, list(self.losses), param="losses")
+        check_names(HEADS, [self.head], param="head")
+        check_names(HEADS, [self.weak_head], param="weak_head")
+        if self.head == "sklearn_logistic" and set(self.losses) != {"xent"}:
+            raise ConfigError("head 'sklearn_logistic' supports only loss 'xent'; use head 'logistic' or 'mlp'")
+        for name in ("weak", "strong"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is empty: give at least one model name")
+        _positive_int("seeds", self.seeds)
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("n_bootstrap", self.n_bootstrap, minimum=100)
+        if self.n_examples is not None:
+            _positive_int("n_examples", self.n_examples, minimum=50)
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 0.5:
+                raise ConfigError(f"{name} must be in (0, 0.5), got {value!r}")
+        if self.test_fraction + self.val_fraction >= 0.8:
+            raise ConfigError("test_fraction + val_fraction must leave at least 20% for halves A and B")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _positive_int(name: str, value: object, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,234 @@
+"""Run one weak-to-strong experiment end to end: the function behind ``w2slab run``.
+
+    >>> from w2slab import run_experiment
+    >>> result = run_experiment(task="sst2", weak="minilm", strong="mpnet", losses="xent,logconf", seeds=3)
+    >>> print(result.table())
+
+Stages: load task → group split → features per model (cached per text) → weak model per (weak, seed) →
+ceiling per (strong, seed) → transfer per (weak, strong, loss, seed) → metrics and PGR → results store.
+Weak, ceiling and transfer outputs are cached under content hashes, so a rerun recomputes nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation import classification_metrics, pgr_with_ci
+from ..io import stable_hash, text_digests, write_npz
+from ..models import make_featurizer
+from ..paths import cache_dir as resolve_cache_dir
+from ..paths import data_dir as resolve_data_dir
+from ..paths import results_dir as resolve_results_dir
+from ..tasks import TaskData, load_task, subsample
+from .cache import StageCache
+from .config import ExperimentConfig
+from .protocol import Split, group_split, train_student, train_weak, transfer_targets
+from .provenance import provenance
+from .store import ResultsStore, check_writable
+
+log = logging.getLogger(__name__)
+
+STAGE_VERSION = 1  # bump when weak/student training changes, so cached stage outputs are not reused
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """What ``run_experiment`` returns: summaries (one per weak, strong, loss), runs (one per trained model
+    and seed), the split sizes, where rows and predictions were stored, and wall-clock timings in seconds."""
+
+    config: ExperimentConfig
+    experiment: str
+    summaries: list[dict]
+    runs: list[dict]
+    split_sizes: dict[str, int]
+    store_path: Path
+    predictions_path: Path
+    timings: dict[str, float]
+    cache_hits: int = 0
+
+    def table(self) -> str:
+        from ..report.table import format_table
+
+        return format_table(self)
+
+
+class _Features:
+    """Features of one model for a subset of the task's items; ``take(idx)`` maps item indices to rows."""
+
+    def __init__(self, matrix, items: np.ndarray, n_items: int, cache_id: str) -> None:
+        self.matrix = matrix
+        self.rows = np.full(n_items, -1, dtype=np.int64)
+        self.rows[items] = np.arange(len(items))
+        self.cache_id = cache_id
+
+    def take(self, idx: np.ndarray):
+        rows = self.rows[idx]
+        if (rows < 0).any():
+            raise RuntimeError("internal error: features requested for items that were not featurised")
+        return self.matrix[rows]
+
+
+def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Path | None = None,
+                   cache_dir: str | Path | None = None, results_dir: str | Path | None = None,
+                   progress: bool = True, reuse: bool = True, task_data: TaskData | None = None,
+                   **overrides) -> ExperimentResult:
+    """Run every (weak, strong) pair × loss × seed of ``config`` (fields may also be given as keywords).
+
+    data_dir: local dataset mirror (default ``W2SLAB_DATA_DIR``, else the Hugging Face Hub).
+    cache_dir: features, installed models and stage outputs (default ``W2SLAB_CACHE_DIR`` or ~/.cache/w2slab).
+    results_dir: where ``results.sqlite`` and predictions go (default ``./w2slab-results``).
+    reuse: False recomputes weak, ceiling and transfer stages (features are always reused).
+    task_data: your own converted task (``TaskData``) instead of loading ``config.task`` from the registry;
+    ``config.n_examples`` still subsamples it.
+    """
+    config = dataclasses.replace(config or ExperimentConfig(), **overrides)
+    config.validate(registered_task=task_data is None)
+    data_dir = resolve_data_dir(data_dir)  # fail on a bad data directory before any model work
+    results = check_writable(resolve_results_dir(results_dir))
+    started = time.perf_counter()
+    models = list(dict.fromkeys(config.weak + config.strong))
+    featurizers = {m: make_featurizer(m, layer=config.layer, pooling=config.pooling, max_length=config.max_length,
+                                      cache=cache_dir, progress=progress) for m in models}
+    if task_data is None:
+        task = load_task(config.task, data_dir=data_dir, n_examples=config.n_examples, seed=config.split_seed)
+    else:
+        task = subsample(task_data, config.n_examples, seed=config.split_seed)
+    split = group_split(task.groups, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
+                        seed=config.split_seed)
+    data_key = stable_hash({"task": task.name, "texts": text_digests(task.texts).tobytes().hex(),
+                            "labels": task.labels.tolist(), "split": [s.tolist() for s in dataclasses.astuple(split)]})
+    timings: dict[str, float] = {}
+    features = _featurize(task.texts, split, config, featurizers, timings)
+    cache = StageCache(resolve_cache_dir(cache_dir) / "stages" if reuse else None)
+    experiment = stable_hash({"config": config.to_dict(), "data": data_key})[:16]
+    head_params = {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
+    y = task.labels
+    predict_rows = np.concatenate([split.transfer, split.val, split.test])  # everything the weak model labels
+
+    weak_p, weak_keys, stage_seconds, epochs_run = {}, {}, {}, {}
+    for weak in config.weak:
+        for seed in range(config.seeds):
+            key = cache.key("weak", STAGE_VERSION, {"features": features[weak].cache_id, "head": config.weak_head,
+                                                     "head_params": head_params, "seed": seed}, [data_key])
+
+            def fit_weak(weak=weak, seed=seed):
+                p = np.full(len(y), np.nan, dtype=np.float32)
+                p[predict_rows] = train_weak(features[weak].take(split.weak), y[split.weak], task.groups[split.weak],
+                                             features[weak].take(predict_rows), head=config.weak_head,
+                                             head_params=head_params, seed=seed)
+                return {"p": p}
+
+            weak_p[weak, seed], weak_keys[weak, seed] = _timed(cache, "weak", key, fit_weak, stage_seconds,
+                                                                ("floor", weak, "", None, seed))["p"], key
+
+    def student(label, strong, seed, loss, t_train, t_val, target_key):
+        key = cache.key("student", STAGE_VERSION, {"features": features[strong].cache_id, "head": config.head,
+                                                    "head_params": head_params, "loss": loss, "seed": seed,
+                                                    "targets": target_key}, [data_key])
+
+        def fit():
+            p, history = train_student(features[strong].take(split.transfer), t_train, features[strong].take(split.val),
+                                       t_val, features[strong].take(split.test), head=config.head,
+                                       head_params=head_params, loss=loss, loss_params=None, seed=seed)
+            return {"p_test": p, "val_agreement": np.array([h.get("val_agreement", np.nan) for h in history])}
+
+        out = _timed(cache, "student", key, fit, stage_seconds, label)
+        epochs_run[label] = len(out["val_agreement"])
+        return out
+
+    ceiling_p, transfer_p = {}, {}
+    for strong in config.strong:
+        for seed in range(config.seeds):
+            # The ceiling is the strong model trained on ground truth of B, selected on ground truth of val.
+            out = student(("ceiling", "", strong, None, seed), strong, seed, "xent", y[split.transfer].astype(np.float32), y[split.val].astype(np.float32),
+                          "ground_truth")
+            ceiling_p[strong, seed] = out["p_test"]
+    for weak in config.weak:
+        for strong in config.strong:
+            for loss in config.losses:
+                for seed in range(config.seeds):
+                    t_train, t_val = transfer_targets(weak_p[weak, seed], split)
+                    out = student(("transfer", weak, strong, loss, seed), strong, seed, loss, t_train, t_val,
+                                  weak_keys[weak, seed])
+                    transfer_p[weak, strong, loss, seed] = out["p_test"]
+
+    predictions_path = results / "predictions" / f"{experiment}.npz"
+    arrays = {"test_index": split.test, "y_test": y[split.test]}
+    arrays.update({f"floor__{w}__s{s}": p[split.test] for (w, s), p in weak_p.items()})
+    arrays.update({f"weak_labels_transfer__{w}__s{s}": p[split.transfer] for (w, s), p in weak_p.items()})
+    arrays.update({f"ceiling__{m}__s{s}": p for (m, s), p in ceiling_p.items()})
+    arrays.update({f"transfer__{w}__{m}__{loss}__s{s}": p for (w, m, loss, s), p in transfer_p.items()})
+    write_npz(predictions_path, **arrays)
+
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    y_test = y[split.test]
+    row_common = {"experiment": experiment, "created_at": now, "task": config.task, "config": config.to_dict(),
+                  "provenance": provenance()}
+    runs = []
+    for key, p in ([(("floor", w, "", None, s), weak_p[w, s][split.test]) for (w, s) in weak_p]
+                   + [(("ceiling", "", m, None, s), ceiling_p[m, s]) for (m, s) in ceiling_p]
+                   + [(("transfer", *k), p) for k, p in transfer_p.items()]):
+        role, weak, strong, loss, seed = key
+        metrics = classification_metrics(y_test, p)
+        array = {"floor": f"floor__{weak}__s{seed}", "ceiling": f"ceiling__{strong}__s{seed}",
+                 "transfer": f"transfer__{weak}__{strong}__{loss}__s{seed}"}[role]
+        runs.append({**row_common, "run_key": stable_hash([experiment, *key]), "weak": weak, "strong": strong,
+                     "loss": loss, "seed": seed, "role": role, "accuracy": metrics["accuracy"], "auc": metrics["auc"],
+                     "metrics": {**metrics, "split_sizes": split.sizes(), "epochs_trained": epochs_run.get(key)},
+                     "predictions": f"{predictions_path}#{array}",
+                     "timings": {"fit_s": stage_seconds[key]}})
+    summaries = [_summary(config, row_common, y_test, weak_p, ceiling_p, transfer_p, split, w, m, loss)
+                 for w in config.weak for m in config.strong for loss in config.losses]
+    store_path = results / "results.sqlite"
+    ResultsStore(store_path).write(runs, summaries)
+    timings["total_s"] = time.perf_counter() - started
+    timings["stages_s"] = float(sum(stage_seconds.values()))
+    return ExperimentResult(config=config, experiment=experiment, summaries=summaries, runs=runs,
+                            split_sizes=split.sizes(), store_path=store_path, predictions_path=predictions_path,
+                            timings=timings, cache_hits=cache.hits)
+
+
+def _featurize(texts: list[str], split: Split, config: ExperimentConfig, featurizers: dict, timings: dict) -> dict:
+    """Weak models need every item (they train on A); strong-only models need B, the validation slice and test."""
+    everything = np.arange(len(texts))
+    student_items = np.sort(np.concatenate([split.transfer, split.val, split.test]))
+    out = {}
+    for model, featurizer in featurizers.items():
+        items = everything if model in config.weak else student_items
+        t0 = time.perf_counter()
+        matrix = featurizer.transform([texts[i] for i in items])
+        timings[f"features_{model}_s"] = time.perf_counter() - t0
+        cache_id = "tfidf-v1" if model == "tfidf" else featurizer.store().root.name
+        out[model] = _Features(matrix, items, len(texts), cache_id)
+    return out
+
+
+def _timed(cache: StageCache, stage: str, key: str, compute, seconds: dict, label: tuple) -> dict:
+    t0 = time.perf_counter()
+    out = cache.get_or_compute(stage, key, compute)
+    seconds[label] = time.perf_counter() - t0
+    return out
+
+
+def _summary(config, row_common, y_test, weak_p, ceiling_p, transfer_p, split, weak, strong, loss) -> dict:
+    seeds = range(config.seeds)
+    floor = np.stack([weak_p[weak, s][split.test] for s in seeds])
+    ceiling = np.stack([ceiling_p[strong, s] for s in seeds])
+    transfer = np.stack([transfer_p[weak, strong, loss, s] for s in seeds])
+    result = pgr_with_ci(y_test, floor, transfer, ceiling, n_boot=config.n_bootstrap, seed=config.split_seed)
+    per_seed = {name: [classification_metrics(y_test, p) for p in preds]
+                for name, preds in (("floor", floor), ("transfer", transfer), ("ceiling", ceiling))}
+    spread = {f"{name}_{metric}_{stat}": float(fn([m[metric] for m in values]))
+              for name, values in per_seed.items() for metric in ("accuracy", "auc")
+              for stat, fn in (("mean", np.mean), ("sd", np.std))}
+    return {**row_common, "summary_key": stable_hash([row_common["experiment"], weak, strong, loss]),
+            "weak": weak, "strong": strong, "loss": loss, "strong_to_strong": int(weak == strong),
+            "floor": result.floor, "transfer": result.transfer, "ceiling": result.ceiling, "pgr": result.pgr,
+            "pgr_low": result.pgr_ci[0] if result.pgr_ci else None,
+            "pgr_high": result.pgr_ci[1] if result.pgr_ci else None, "defined": int(result.defined),
+            "reason": result.reason, "result": {**result.as_dict(), **spread}}

@@ -1,0 +1,71 @@
+"""The weak-to-strong protocol's pure pieces: the group-aware split and the two training stages.
+
+Leak-proofing is structural: ``train_student`` receives feature rows and *targets* only. The caller passes
+weak-model predictions as targets in transfer runs and ground truth only in ceiling runs, and
+``transfer_targets`` is the one place that builds transfer targets: from weak predictions alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..supervisors import WeakModelSupervisor
+from ..training import HEADS
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Item indices (int64 arrays) of weak half A, transfer half B, the validation slice and the test set."""
+
+    weak: np.ndarray
+    transfer: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in ("weak", "transfer", "val", "test")}
+
+
+def group_split(groups: np.ndarray, *, test_fraction: float, val_fraction: float, seed: int) -> Split:
+    """Split items so that every group lies in one part; fractions are of items (approximately, by group).
+
+    groups: int array (n,). Groups are shuffled with ``seed`` and dealt in order to test, validation, then
+    the remainder in two halves by item count. Labels are not used, so the split cannot leak them.
+    """
+    rng = np.random.default_rng(seed)
+    unique, counts = np.unique(groups, return_counts=True)
+    order = rng.permutation(len(unique))
+    cumulative = np.cumsum(counts[order]) / len(groups)  # share of items up to and including each group
+    rest = 1 - test_fraction - val_fraction
+    bounds = [test_fraction, test_fraction + val_fraction, test_fraction + val_fraction + rest / 2]
+    part_of_group = np.searchsorted(bounds, cumulative - 1e-12, side="left")  # 0 test, 1 val, 2 A, 3 B
+    part = np.empty(len(unique), dtype=np.int64)
+    part[order] = part_of_group
+    item_part = part[np.searchsorted(unique, groups)]
+    return Split(weak=np.flatnonzero(item_part == 2), transfer=np.flatnonzero(item_part == 3),
+                 val=np.flatnonzero(item_part == 1), test=np.flatnonzero(item_part == 0))
+
+
+def train_weak(X_weak, y_weak: np.ndarray, groups_weak: np.ndarray, X_predict, *, head: str, head_params: dict,
+               seed: int) -> np.ndarray:
+    """Fit the weak supervisor on half A (features X_weak (a, d), ground truth y_weak (a,)) and return its
+    soft labels P(class 1) for the rows of X_predict, shape (m,)."""
+    supervisor = WeakModelSupervisor(head=head, head_params=head_params, seed=seed)
+    supervisor.fit(X_weak, y_weak, groups=groups_weak)
+    return supervisor.predict_proba(X_predict)[:, 1]
+
+
+def transfer_targets(weak_p: np.ndarray, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation targets of a transfer run: the weak model's soft labels on B and on the
+    validation slice. weak_p: (n,) weak predictions for every item of the task."""
+    return weak_p[split.transfer], weak_p[split.val]
+
+
+def train_student(X_train, t_train: np.ndarray, X_val, t_val: np.ndarray, X_predict, *, head: str,
+                  head_params: dict, loss: str, loss_params: dict | None, seed: int) -> tuple[np.ndarray, list]:
+    """Fit a student head on (X_train, targets t_train), selecting the epoch on (X_val, t_val), and return
+    (P(class 1) for the rows of X_predict, shape (m,); per-epoch training history)."""
+    student = HEADS.get(head)(**{**head_params, "loss": loss, "loss_params": loss_params, "seed": seed})
+    student.fit(X_train, t_train, eval_set=(X_val, t_val))
+    return student.predict_proba(X_predict)[:, 1], student.history_

@@ -1,0 +1,70 @@
+"""Readers for the file formats of the local dataset mirror; each error names the file and the row."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DataError
+from .base import Row
+
+
+def _open_text(path: Path) -> str:
+    if not path.is_file():
+        raise DataError(f"dataset file {str(path)!r} is missing")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+
+
+def read_jsonl(path: Path) -> list[Row]:
+    rows = []
+    for line_no, line in enumerate(_open_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {line_no}: invalid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, line {line_no}: expected a JSON object")
+        row["_src"] = f"{path}, line {line_no}"
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: file has no rows")
+    return rows
+
+
+def read_json_list(path: Path) -> list[Row]:
+    try:
+        data = json.loads(_open_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}, line {err.lineno}: invalid JSON ({err.msg})") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: expected a JSON list of objects")
+    if not data:
+        raise DataError(f"{path}: file has no rows")
+    for i, row in enumerate(data):
+        row["_src"] = f"{path}, item {i}"
+    return data
+
+
+def read_label_text_lines(path: Path) -> list[Row]:
+    """Lines of ``<label> <text>`` (the SST-2 ``stsa.binary.*`` format) → rows {text, label}."""
+    rows = []
+    for line_no, line in enumerate(_open_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        label, _, text = line.partition(" ")
+        if label not in ("0", "1") or not text.strip():
+            raise DataError(f"{path}, line {line_no}: expected '<0|1> <text>', got {line[:40]!r}")
+        rows.append({"text": text.strip(), "label": int(label), "_src": f"{path}, line {line_no}"})
+    if not rows:
+        raise DataError(f"{path}: file has no rows")
+    return rows
+
+
+def require_keys(row: Row, keys: tuple[str, ...], *, where: str) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")

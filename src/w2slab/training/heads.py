@@ -1,0 +1,267 @@
+"""Classification heads on frozen features, with one estimator contract (fit / predict_proba).
+
+The training loop fits on one screen: shuffled mini-batches, AdamW, a loss from ``losses.LOSSES``, and
+model selection on a validation set whose targets the *caller* chooses (weak labels in transfer runs,
+so ground truth never steers a transfer student).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import ConfigError, NotFittedError
+from ..registry import Registry
+from .losses import make_loss
+
+log = logging.getLogger(__name__)
+
+HEADS: Registry[type] = Registry("head")
+
+
+def _check_inputs(X, y, where: str) -> None:
+    if X.ndim != 2:
+        raise ConfigError(f"{where}: features must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if y is not None:
+        if y.shape != (X.shape[0],):
+            raise ConfigError(f"{where}: targets must have shape ({X.shape[0]},), got {y.shape}")
+        if not np.all((y >= 0) & (y <= 1)):
+            raise ConfigError(f"{where}: targets must be probabilities P(class = 1) in [0, 1]")
+
+
+class TorchHead:
+    """A logistic (``hidden_dim=0``) or one-hidden-layer MLP classifier trained with a w2s loss.
+
+    Parameters (all keyword-only, stored as given): ``loss`` and ``loss_params`` pick the objective;
+    ``epochs``, ``batch_size``, ``lr``, ``weight_decay`` the optimiser; ``patience`` epochs without a better
+    validation score end training; ``seed`` fixes initialisation and batch order.
+    """
+
+    def __init__(self, *, hidden_dim: int = 0, loss: str = "xent", loss_params: dict | None = None,
+                 epochs: int = 40, batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 1e-2,
+                 patience: int = 8, standardize: bool = True, seed: int = 0) -> None:
+        self.hidden_dim = hidden_dim
+        self.loss = loss
+        self.loss_params = loss_params
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.standardize = standardize
+        self.seed = seed
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in ("hidden_dim", "loss", "loss_params", "epochs", "batch_size", "lr",
+                                              "weight_decay", "patience", "standardize", "seed")}
+
+    # -- fitting ---------------------------------------------------------------------------------------
+    def fit(self, X, y, *, sample_weight=None, eval_set=None) -> "TorchHead":
+        """Train on features ``X`` (n, d), dense or scipy-sparse, and targets ``y`` (n,) = P(class 1).
+
+        eval_set: optional ``(X_val, y_val)``; the epoch whose predictions agree best with ``y_val``
+        (hardened at 0.5; ties broken by lower cross-entropy) is kept. Without it the last epoch is kept.
+        sample_weight: optional (n,) non-negative weights of the per-example losses.
+        """
+        import torch
+
+        y = np.asarray(y, dtype=np.float32)
+        _check_inputs(X, y, "fit")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        loss_fn = make_loss(self.loss, self.loss_params)
+        weights = torch.ones(len(y)) if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
+        rng = np.random.default_rng(self.seed)
+        torch_gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        self._fit_scaler(X)
+        net = self._build(X.shape[1], torch_gen)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        targets = torch.from_numpy(y)
+        prior = float(np.clip((y >= 0.5).mean(), 0.01, 0.99))  # class balance of the hardened targets
+        steps_per_epoch = math.ceil(len(y) / self.batch_size)
+        total_steps, step = self.epochs * steps_per_epoch, 0
+        best_score, best_state, stale, self.history_ = None, None, 0, []
+        self.best_epoch_ = self.epochs
+
+        for epoch in range(self.epochs):
+            net.train()
+            for idx in np.array_split(rng.permutation(len(y)), steps_per_epoch):
+                logits = net(self._tensor(X, idx)).squeeze(-1)  # (b,)
+                per_example = loss_fn(logits, targets[idx], progress=step / total_steps, prior=prior)  # (b,)
+                loss = (per_example * weights[idx]).sum() / weights[idx].sum().clamp(min=1e-12)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+            record = {"epoch": epoch + 1, "train_loss": loss.item()}
+            if eval_set is not None:
+                score = self._score(net, *eval_set)
+                record.update(val_agreement=score[0], val_xent=-score[1])
+                if best_score is None or score > best_score:
+                    best_score, stale, self.best_epoch_ = score, 0, epoch + 1
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    stale += 1
+            self.history_.append(record)
+            if eval_set is not None and stale >= self.patience:
+                break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        else:
+            self.best_epoch_ = len(self.history_)
+        self.net_ = net.eval()
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n, 2); column 1 is P(class = 1)."""
+        p1 = self._predict_p1(X)
+        return np.stack([1 - p1, p1], axis=1)
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _predict_p1(self, X, net=None) -> np.ndarray:
+        import torch
+
+        if net is None:
+            if not hasattr(self, "net_"):
+                raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit first")
+            net = self.net_
+            _check_inputs(X, None, "predict_proba")
+        out = []
+        with torch.inference_mode():
+            for start in range(0, X.shape[0], 4096):
+                idx = np.arange(start, min(start + 4096, X.shape[0]))
+                out.append(torch.sigmoid(net(self._tensor(X, idx)).squeeze(-1)).numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def _score(self, net, X_val, y_val) -> tuple[float, float]:
+        """(agreement with hardened y_val, minus cross-entropy against soft y_val); higher is better."""
+        net.eval()
+        p = np.clip(self._predict_p1(X_val, net), 1e-6, 1 - 1e-6)
+        y_val = np.asarray(y_val, dtype=np.float64)
+        agreement = float(np.mean((p >= 0.5) == (y_val >= 0.5)))
+        xent = float(-np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p)))
+        return agreement, -xent
+
+    def _fit_scaler(self, X) -> None:
+        if self.standardize and not sp.issparse(X):
+            self.mean_ = np.asarray(X.mean(0), dtype=np.float32)
+            self.scale_ = np.asarray(X.std(0), dtype=np.float32) + 1e-6
+        else:
+            self.mean_, self.scale_ = None, None
+
+    def _tensor(self, X, idx):
+        import torch
+
+        batch = X[idx]
+        batch = batch.toarray() if sp.issparse(batch) else np.asarray(batch, dtype=np.float32)
+        if self.mean_ is not None:
+            batch = (batch - self.mean_) / self.scale_
+        return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def _build(self, n_features: int, generator):
+        import torch
+        from torch import nn
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))  # local, not global
+            out = nn.Linear(self.hidden_dim or n_features, 1)
+            # Zero output layer: training starts at p = 0.5 everywhere, so the few hundred steps of a small
+            # probe move the decision from neutral instead of first undoing a random initial direction.
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+            if self.hidden_dim:
+                return nn.Sequential(nn.Linear(n_features, self.hidden_dim), nn.GELU(), out)
+            return out
+
+
+@HEADS.register("logistic")
+class LogisticHead(TorchHead):
+    """Logistic regression on frozen features (a linear probe)."""
+
+    def __init__(self, **params) -> None:
+        params.setdefault("hidden_dim", 0)
+        super().__init__(**params)
+
+
+@HEADS.register("mlp")
+class MLPHead(TorchHead):
+    """A one-hidden-layer MLP (256 units, GELU) on frozen features."""
+
+    def __init__(self, **params) -> None:
+        params.setdefault("hidden_dim", 256)
+        super().__init__(**params)
+
+
+@HEADS.register("sklearn_logistic")
+class SklearnLogisticHead:
+    """L2 logistic regression solved exactly by scikit-learn (lbfgs), C chosen on the validation set.
+
+    Soft targets t are fitted exactly by duplicating each row: once as class 1 with weight t, once as
+    class 0 with weight 1 - t. Only the cross-entropy loss applies (``loss`` must be 'xent'); this is the
+    classic weak learner (and the head of the 'tfidf' baseline), not a weak-to-strong student.
+    """
+
+    def __init__(self, *, loss: str = "xent", loss_params: dict | None = None,
+                 c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0), max_iter: int = 300, standardize: bool = True,
+                 seed: int = 0, **_ignored_training_params) -> None:
+        self.loss = loss
+        self.loss_params = loss_params
+        self.c_grid = c_grid
+        self.max_iter = max_iter
+        self.standardize = standardize
+        self.seed = seed
+
+    def fit(self, X, y, *, sample_weight=None, eval_set=None) -> "SklearnLogisticHead":
+        """X: (n, d) dense or sparse; y: (n,) P(class 1). eval_set (X_val, y_val) picks C by agreement."""
+        from sklearn.linear_model import LogisticRegression
+
+        if self.loss != "xent" or self.loss_params:
+            raise ConfigError(f"head 'sklearn_logistic' supports only loss 'xent', got {self.loss!r}")
+        y = np.asarray(y, dtype=np.float64)
+        _check_inputs(X, y, "fit")
+        weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self._fit_scaler(X)
+        Xs = self._scaled(X)
+        X2 = sp.vstack([Xs, Xs]).tocsr() if sp.issparse(Xs) else np.vstack([Xs, Xs])
+        y2 = np.concatenate([np.ones(len(y)), np.zeros(len(y))])
+        w2 = np.concatenate([y * weights, (1 - y) * weights])
+        grid = self.c_grid if eval_set is not None else (self.c_grid[len(self.c_grid) // 2],)
+        best = None
+        self.history_ = []
+        for c in grid:
+            model = LogisticRegression(C=c, max_iter=self.max_iter, random_state=self.seed)
+            model.fit(X2, y2, sample_weight=w2)
+            self.model_ = model
+            record = {"C": c}
+            if eval_set is not None:
+                p = np.clip(self._predict_p1(eval_set[0]), 1e-6, 1 - 1e-6)
+                yv = np.asarray(eval_set[1], dtype=np.float64)
+                score = (float(np.mean((p >= 0.5) == (yv >= 0.5))),
+                         float(np.mean(yv * np.log(p) + (1 - yv) * np.log(1 - p))))
+                record["val_agreement"] = score[0]
+                if best is None or score > best[0]:
+                    best = (score, model)
+            self.history_.append(record)
+        if best is not None:
+            self.model_ = best[1]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n, 2); column 1 is P(class = 1)."""
+        if not hasattr(self, "model_"):
+            raise NotFittedError("SklearnLogisticHead is not fitted yet: call fit first")
+        _check_inputs(X, None, "predict_proba")
+        p1 = self._predict_p1(X)
+        return np.stack([1 - p1, p1], axis=1)
+
+    def _predict_p1(self, X) -> np.ndarray:
+        return self.model_.predict_proba(self._scaled(X))[:, 1].astype(np.float32)
+
+    _fit_scaler = TorchHead._fit_scaler
+
+    def _scaled(self, X):
+        if self.mean_ is None:
+            return X.astype(np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
+        return (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_

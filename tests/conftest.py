@@ -1,0 +1,46 @@
+"""Shared fixtures: the real dataset mirror, a per-session cache, and small real feature matrices."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("W2SLAB_DATA_DIR") or REPO.parent / "shared" / "datasets").resolve()
+
+
+def pytest_configure(config):
+    os.environ["W2SLAB_DATA_DIR"] = str(DATA_DIR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "sst2").is_dir():
+        pytest.fail(f"dataset mirror not found at {DATA_DIR}; set W2SLAB_DATA_DIR")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A cache shared by the whole session (features computed once), isolated from the user's cache."""
+    return tmp_path_factory.mktemp("w2slab-cache")
+
+
+@pytest.fixture(scope="session")
+def sst2_small(data_dir):
+    from w2slab.tasks import load_task
+
+    return load_task("sst2", data_dir=data_dir, n_examples=600, seed=0)
+
+
+@pytest.fixture(scope="session")
+def minilm_sst2(sst2_small, cache_dir):
+    """Real MiniLM features of 600 SST-2 sentences: (X (600, 384) float32, y (600,))."""
+    from w2slab.models import make_featurizer
+
+    features = make_featurizer("minilm", cache=cache_dir, progress=False)
+    return features.transform(sst2_small.texts), sst2_small.labels

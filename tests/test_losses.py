@@ -1,0 +1,70 @@
+"""Losses against values computed by hand."""
+import math
+
+import pytest
+import torch
+
+from w2slab.errors import ConfigError
+from w2slab.training.losses import AuxiliaryConfidence, ProductLoss, SoftCrossEntropy, make_loss
+
+
+def bce(p, t):
+    return -(t * math.log(p) + (1 - t) * math.log(1 - p))
+
+
+def sigmoid(z):
+    return 1 / (1 + math.exp(-z))
+
+
+def test_soft_xent_matches_hand_computation():
+    logits = torch.tensor([0.0, 2.0, -1.0])
+    targets = torch.tensor([0.5, 0.9, 0.2])
+    got = SoftCrossEntropy()(logits, targets, progress=0.0, prior=0.5)
+    want = [bce(0.5, 0.5), bce(sigmoid(2.0), 0.9), bce(sigmoid(-1.0), 0.2)]
+    assert got.tolist() == pytest.approx(want, rel=1e-6)
+
+
+def test_logconf_warmup_is_linear_and_reaches_target():
+    loss = AuxiliaryConfidence(aux_coef=0.5, warmup_frac=0.2)
+    assert [loss.coefficient(p) for p in (0.0, 0.05, 0.1, 0.2, 0.7, 1.0)] == pytest.approx(
+        [0.0, 0.125, 0.25, 0.5, 0.5, 0.5])
+
+
+def test_logconf_hand_computed_with_balance_threshold():
+    # 4 items, prior 0.5 -> threshold at the median of student probs: the two largest become 1.
+    logits = torch.tensor([-2.0, -0.5, 0.5, 2.0])
+    targets = torch.tensor([0.8, 0.8, 0.2, 0.2])  # weak labels disagree with the student
+    loss = AuxiliaryConfidence(aux_coef=0.5, warmup_frac=0.2)
+    got = loss(logits, targets, progress=0.1, prior=0.5)  # coefficient 0.25
+    hardened = [0, 0, 1, 1]
+    want = [bce(sigmoid(z), 0.75 * t + 0.25 * h) for z, t, h in zip([-2, -0.5, 0.5, 2], [0.8, 0.8, 0.2, 0.2], hardened)]
+    assert got.tolist() == pytest.approx(want, rel=1e-5)
+
+
+def test_logconf_threshold_follows_weak_class_balance():
+    # prior 0.25 -> only the top quarter of student predictions is hardened to 1
+    logits = torch.tensor([-3.0, -1.0, 1.0, 3.0])
+    loss = AuxiliaryConfidence(aux_coef=1.0, warmup_frac=0.0)
+    got = loss(logits, torch.full((4,), 0.5), progress=1.0, prior=0.25)
+    want = [bce(sigmoid(z), h) for z, h in zip([-3, -1, 1, 3], [0, 0, 0, 1])]
+    assert got.tolist() == pytest.approx(want, rel=1e-5)
+
+
+def test_product_loss_hand_computed():
+    logits = torch.tensor([1.0])
+    targets = torch.tensor([0.3])
+    got = ProductLoss(alpha=1.0, beta=1.0, warmup_frac=0.0)(logits, targets, progress=0.5, prior=0.5)
+    s = sigmoid(1.0)
+    t = 0.3 * s / (0.3 * s + 0.7 * (1 - s))
+    assert got.item() == pytest.approx(bce(s, t), rel=1e-5)
+    # at the start of a warm-up the product loss is plain imitation
+    start = ProductLoss(warmup_frac=0.2)(logits, targets, progress=0.0, prior=0.5)
+    assert start.item() == pytest.approx(bce(s, 0.3), rel=1e-5)
+
+
+def test_make_loss_rejects_unknown_params_and_bad_values():
+    with pytest.raises(ConfigError, match="no parameter"):
+        make_loss("logconf", {"aux": 0.3})
+    with pytest.raises(ConfigError, match="aux_coef"):
+        make_loss("logconf", {"aux_coef": 1.5})
+    assert make_loss("product", {"beta": 0.5}).beta == 0.5
