@@ -20,7 +20,7 @@ class ExperimentConfig:
     """
 
     task: str = "sst2"
-    weak: tuple[str, ...] = ("minilm",)
+    weak: tuple[str, ...] = ("tfidf", "minilm")
     strong: tuple[str, ...] = ("mpnet",)
     losses: tuple[str, ...] = ("xent", "logconf")
     seeds: int = 3

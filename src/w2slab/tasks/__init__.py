@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 TASKS: Registry[TaskSpec] = Registry("task")
 TASKS.register("sst2", "w2slab.tasks.builtin:SST2")
+TASKS.register("sst2_glue", "w2slab.tasks.builtin:SST2_GLUE")
 TASKS.register("sciq", "w2slab.tasks.builtin:SCIQ")
 TASKS.register("boolq", "w2slab.tasks.builtin:BOOLQ")
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Item, Row, TaskSpec, balance
-from .readers import read_json_list, read_jsonl, read_label_text_lines, require_keys
+from .readers import read_json_list, read_jsonl, read_label_text_lines, read_tsv, require_keys
 
 
 def _src(row: Row) -> str:
@@ -47,6 +47,32 @@ SST2 = TaskSpec(
     local_files=("sst2/stsa.binary.train", "sst2/stsa.binary.dev", "sst2/stsa.binary.test"),
     read_local=_read_sst2,
     convert=_convert_sst2,
+    template="{sentence}",
+)
+
+
+def _read_sst2_glue(data_dir: Path) -> list[Row]:
+    rows = []
+    for name in ("alps_train.tsv", "alps_dev.tsv", "alps_test.tsv"):
+        for row in read_tsv(data_dir / "sst2" / name, ("sentence", "label")):
+            if row["label"] not in ("0", "1"):
+                raise DataError(f"{row['_src']}: label {row['label']!r} outside {{0, 1}}")
+            rows.append({"text": row["sentence"].strip(), "label": int(row["label"]), "_src": row["_src"]})
+    return rows
+
+
+def _from_hub_sst2_glue(rows: list[Row]) -> list[Row]:
+    return [{**r, "text": r.get("text", r.get("sentence", "")).strip()} for r in rows]
+
+
+SST2_GLUE = TaskSpec(
+    name="sst2_glue",
+    description="GLUE SST-2 (train phrases + validation sentences, 68k): is the phrase positive?",
+    licence="unspecified (research use)",
+    hub=("stanfordnlp/sst2", None, ("train", "validation")),
+    local_files=("sst2/alps_train.tsv", "sst2/alps_dev.tsv", "sst2/alps_test.tsv"),
+    read_local=_read_sst2_glue,
+    convert=lambda rows: _convert_sst2(_from_hub_sst2_glue(rows)),
     template="{sentence}",
 )
 

@@ -68,3 +68,25 @@ def require_keys(row: Row, keys: tuple[str, ...], *, where: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+
+
+def read_tsv(path: Path, columns: tuple[str, ...]) -> list[Row]:
+    """A tab-separated file whose header row includes ``columns``; each row must have the header's width."""
+    lines = _open_text(path).splitlines()
+    if not lines:
+        raise DataError(f"{path}: file is empty")
+    header = lines[0].split("\t")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: header lacks column(s) {', '.join(missing)}")
+    rows = []
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) != len(header):
+            raise DataError(f"{path}, line {line_no}: {len(cells)} fields, header has {len(header)}")
+        rows.append({**dict(zip(header, cells)), "_src": f"{path}, line {line_no}"})
+    if not rows:
+        raise DataError(f"{path}: file has no rows")
+    return rows
