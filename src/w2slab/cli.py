@@ -30,6 +30,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand; defaults come from ExperimentConfig."""
     from .runner.config import ExperimentConfig
 
     d = ExperimentConfig()
@@ -86,6 +87,7 @@ def _add_dirs(parser, *, data: bool = False, cache: bool = True, results: bool =
 
 
 def cmd_run(args) -> None:
+    """`w2slab run`: build an ExperimentConfig from the flags, run it, print the table."""
     from .runner import ExperimentConfig, run_experiment
 
     config = ExperimentConfig(task=args.task, weak=args.weak, strong=args.strong, losses=args.losses, seeds=args.seeds,
@@ -100,6 +102,7 @@ def cmd_run(args) -> None:
 
 
 def cmd_models(args) -> None:
+    """`w2slab models list|install`."""
     from .models import MODELS, describe, install
 
     if args.action == "install":
@@ -114,6 +117,7 @@ def cmd_models(args) -> None:
 
 
 def cmd_tasks(args) -> None:
+    """`w2slab tasks list|show`."""
     from .tasks import TASKS, load_task
 
     if args.action == "list":
@@ -133,6 +137,7 @@ def cmd_tasks(args) -> None:
 
 
 def cmd_results(args) -> None:
+    """`w2slab results`: stored PGR summaries, optionally filtered."""
     from .paths import results_dir
     from .runner import ResultsStore
 
@@ -156,6 +161,7 @@ def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a W2SError or OSError, printed as one line)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -55,15 +55,18 @@ def atomic_path(target: str | os.PathLike, *, suffix: str = "") -> Iterator[Path
 
 
 def write_json(target: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
 
 
 def write_npz(target: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write named arrays to an uncompressed .npz, atomically."""
     with atomic_path(target, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
 
 
 def write_npy(target: str | os.PathLike, array: np.ndarray) -> None:
+    """Write one array to .npy (memory-mappable), atomically."""
     with atomic_path(target, suffix=".npy") as tmp:
         np.save(tmp, array)

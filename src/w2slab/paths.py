@@ -24,13 +24,16 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
 
 
 def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Root of features, stage outputs and installed models."""
     value = explicit or os.environ.get("W2SLAB_CACHE_DIR") or Path.home() / ".cache" / "w2slab"
     return Path(value).expanduser()
 
 
 def models_dir(cache: str | os.PathLike | None = None) -> Path:
+    """Where zoo models are materialised: ``<cache>/models``."""
     return cache_dir(cache) / "models"
 
 
 def results_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Where results.sqlite and predictions go."""
     return Path(explicit or "w2slab-results")

@@ -23,4 +23,5 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """{"accuracy", "auc", "n"} for ground truth y (n,) and P(class 1) p (n,)."""
     return {"accuracy": accuracy(y, p), "auc": roc_auc(y, p), "n": int(len(y))}

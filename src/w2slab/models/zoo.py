@@ -59,6 +59,7 @@ def _package_file(package: str, suffix: str) -> Path:
 
 
 def packages_present(spec: ZooModel) -> bool:
+    """Whether every weights package of ``spec`` is installed (checked without importing it)."""
     try:
         for package in spec.packages:
             importlib.metadata.distribution(package)

@@ -18,6 +18,7 @@ def _open_text(path: Path) -> str:
 
 
 def read_jsonl(path: Path) -> list[Row]:
+    """One JSON object per line → rows (blank lines skipped)."""
     rows = []
     for line_no, line in enumerate(_open_text(path).splitlines(), start=1):
         if not line.strip():
@@ -36,6 +37,7 @@ def read_jsonl(path: Path) -> list[Row]:
 
 
 def read_json_list(path: Path) -> list[Row]:
+    """A JSON list of objects → rows."""
     try:
         data = json.loads(_open_text(path))
     except json.JSONDecodeError as err:
@@ -65,6 +67,7 @@ def read_label_text_lines(path: Path) -> list[Row]:
 
 
 def require_keys(row: Row, keys: tuple[str, ...], *, where: str) -> None:
+    """DataError naming ``where`` when ``row`` lacks any of ``keys``."""
     missing = [k for k in keys if k not in row]
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
