@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ DATA_DIR = Path(os.environ.get("W2SLAB_DATA_DIR") or REPO.parent / "shared" / "d
 
 def pytest_configure(config):
     os.environ["W2SLAB_DATA_DIR"] = str(DATA_DIR)
+    # One fresh cache per test session: tests never read the user's cache, and the session computes each
+    # feature once. W2SLAB_TEST_CACHE_DIR keeps a cache across sessions for local iteration.
+    os.environ["W2SLAB_CACHE_DIR"] = os.environ.get("W2SLAB_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="w2slab-test-")
+    os.environ["W2SLAB_TASKS_FILE"] = os.path.join(tempfile.mkdtemp(prefix="w2slab-tasks-"), "tasks.json")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -25,9 +30,9 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """A cache shared by the whole session (features computed once), isolated from the user's cache."""
-    return tmp_path_factory.mktemp("w2slab-cache")
+def cache_dir() -> Path:
+    """The session's cache (features, installed models, converted tasks), isolated from the user's cache."""
+    return Path(os.environ["W2SLAB_CACHE_DIR"])
 
 
 @pytest.fixture(scope="session")

@@ -60,3 +60,17 @@ def test_metrics():
     assert accuracy(y, p) == 0.5
     assert roc_auc(y, p) == pytest.approx(0.75)
     assert np.isnan(roc_auc(np.ones(3), np.ones(3)))
+
+
+def test_undefined_when_interval_is_too_wide_even_if_gap_is_significant():
+    # SciQ-like: floor 0.54, ceiling 0.585 on 600 items, transfer in between with its own noise
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 600)
+    base = rng.random(600)
+    floor = _preds(y, base < 0.54)
+    ceiling = _preds(y, base < 0.585)  # nested: the gap is significant
+    transfer = _preds(y, rng.random(600) < 0.55)
+    r = pgr_with_ci(y, floor, transfer, ceiling)
+    assert r.gap_ci[0] > 0
+    assert not r.defined and "too small for a usable ratio" in r.reason
+    assert pgr_with_ci(y, floor, transfer, ceiling, max_ci_width=100).defined

@@ -32,3 +32,11 @@ def test_resolve_names():
         resolve("mpnett")
     assert resolve("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
     assert describe("gemma3")["licence"].startswith("Gemma Terms")
+
+
+def test_local_model_folder_works_as_a_model_name(cache_dir, sst2_small, minilm_sst2):
+    folder = resolve("minilm")  # the package's plain HF folder, given by path this time
+    features = make_featurizer(folder, cache=cache_dir, progress=False)
+    X = features.transform(sst2_small.texts[:5])
+    np.testing.assert_array_equal(X, minilm_sst2[0][:5])  # same weights fingerprint → same cache entries
+    assert features.model_calls_ == 0

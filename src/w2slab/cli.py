@@ -65,10 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = sub.add_parser("tasks", help="the task registry")
     tasks_sub = tasks.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    tasks_sub.add_parser("list", help="built-in tasks")
+    listing = tasks_sub.add_parser("list", help="every task with its size after conversion, balance, licence")
+    listing.add_argument("--names-only", action="store_true", help="do not load the tasks")
+    _add_dirs(listing, data=True, cache=False)
     show = tasks_sub.add_parser("show", help="a task's template and two converted examples")
     show.add_argument("name")
     _add_dirs(show, data=True, cache=False)
+    add = tasks_sub.add_parser("add", help="declare a CSV or JSONL file as a task")
+    add.add_argument("name")
+    add.add_argument("--file", required=True, help=".csv or .jsonl")
+    for column in ("text", "text-b", "label", "question", "candidates", "answer", "id", "group"):
+        add.add_argument(f"--{column}", help=f"name of the {column.replace('-', ' ')} column")
+    add.add_argument("--positive", type=_names, help="label values meaning 1 (default: 1,true,yes,positive)")
+    add.add_argument("--negative", type=_names, help="label values meaning 0 (default: 0,false,no,negative)")
+    add.add_argument("--replace", action="store_true", help="overwrite a user task of the same name")
 
     results = sub.add_parser("results", help="PGR summaries stored in the results file")
     results.add_argument("--experiment", help="only this experiment id")
@@ -117,23 +127,50 @@ def cmd_models(args) -> None:
 
 
 def cmd_tasks(args) -> None:
-    """`w2slab tasks list|show`."""
-    from .tasks import TASKS, load_task
+    """`w2slab tasks list|show|add`."""
+    from .tasks import TASKS, get_spec, load_task
+    from .tasks.user import FileTask, add_user_task, register_user_tasks
 
-    if args.action == "list":
-        rows = [{"name": n, "licence": TASKS.get(n).licence, "frozen-features learnable":
-                 "yes" if TASKS.get(n).frozen_features_learnable else "needs fine-tuning",
-                 "description": TASKS.get(n).description} for n in TASKS.names()]
-        _print_rows(rows, ("name", "licence", "frozen-features learnable", "description"))
+    register_user_tasks(TASKS)
+    if args.action == "add":
+        options = {k: getattr(args, k.replace("-", "_")) for k in ("text", "text-b", "label", "question", "candidates",
+                                                                    "answer", "id", "group")}
+        options = {k.replace("-", "_"): v for k, v in options.items() if v is not None}
+        for key in ("positive", "negative"):
+            if getattr(args, key):
+                options[key] = getattr(args, key)
+        n = add_user_task(FileTask(name=args.name, path=args.file, **options), replace=args.replace)
+        print(f"task {args.name!r}: {n} items from {args.file}; run it with `w2slab run --task {args.name}`")
         return
-    spec = TASKS.get(args.name)
+    if args.action == "list":
+        rows = []
+        for name in TASKS.names():
+            spec = get_spec(name)
+            row = {"name": name, "licence": spec.licence, "source": spec.hub[0] or spec.local_files[0],
+                   "frozen features": "learnable" if spec.frozen_features_learnable else "need fine-tuning"}
+            if not args.names_only:
+                try:
+                    task = load_task(name, data_dir=args.data_dir)
+                    row.update(items=len(task), groups=len(set(task.groups.tolist())),
+                               share_of_1=f"{task.positive_rate:.3f}", pairwise="yes" if task.texts_b else "")
+                except W2SError as err:
+                    row.update(items=f"unavailable: {err}"[:60])
+            rows.append(row)
+        columns = ("name",) + (() if args.names_only else ("items", "groups", "share_of_1", "pairwise")) + (
+            "frozen features", "licence", "source")
+        _print_rows(rows, columns)
+        return
+    spec = get_spec(args.name)
     task = load_task(args.name, data_dir=args.data_dir)
-    print(f"{spec.name}: {spec.description}\nlicence: {spec.licence}\nhub source: {spec.hub[0]}\n"
+    print(f"{spec.name}: {spec.description}\nlicence: {spec.licence}\nhub source: {spec.hub[0] or '-'}\n"
+          f"local files: {', '.join(spec.local_files)}\nconversion: {spec.conversion}\n"
           f"template: {spec.template!r}\nitems: {len(task)} (share of class 1: {task.positive_rate:.3f}), "
           f"groups: {len(set(task.groups.tolist()))}")
     for label in (1, 0):
         i = int((task.labels == label).argmax())
         print(f"\n--- example with label {label} ---\n{task.texts[i]}")
+        if task.texts_b is not None:
+            print(f"--- (versus) ---\n{task.texts_b[i]}")
 
 
 def cmd_results(args) -> None:

@@ -6,9 +6,13 @@ resample averages the seeds' correctness per item first: the interval then cover
 seed-averaged accuracies.
 
 When is PGR undefined? PGR divides by the ceiling–floor gap; when that gap is within test-set noise the
-ratio is noise too (a 0.01 gap turns a 0.01 transfer wobble into a PGR swing of 1.0). We call PGR defined only
-when the paired bootstrap's 95% interval of the gap lies entirely above zero, i.e. the ceiling beats the
-floor significantly on this test set (two-sided 5% level).
+ratio is noise too (a 0.01 gap turns a 0.01 transfer wobble into a PGR swing of 1.0). PGR is defined only when
+1. the paired bootstrap's 95% interval of the gap lies entirely above zero (the ceiling beats the floor
+   significantly on this test set, two-sided 5% level), and
+2. the 95% interval of PGR itself is at most ``max_ci_width`` wide (default 1.0): an interval wider than the
+   whole distance from "nothing recovered" (0) to "everything recovered" (1) cannot tell any two methods
+   apart, which happens when the gap is barely significant (e.g. SciQ on frozen features: floor 0.54,
+   ceiling 0.585, PGR interval -2.2 to +0.6).
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ def _correct(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def pgr_with_ci(y: np.ndarray, p_floor: np.ndarray, p_transfer: np.ndarray, p_ceiling: np.ndarray, *,
-                n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> PGRResult:
+                n_boot: int = 2000, seed: int = 0, level: float = 0.95, max_ci_width: float = 1.0) -> PGRResult:
     """PGR of test accuracy with a paired bootstrap interval.
 
     y: int (n,) ground truth in {0, 1}. p_*: P(class 1), shape (n,) or (n_seeds, n); seeds may differ
@@ -86,4 +90,9 @@ def pgr_with_ci(y: np.ndarray, p_floor: np.ndarray, p_transfer: np.ndarray, p_ce
     with np.errstate(divide="ignore", invalid="ignore"):
         boot_pgr = np.where(gaps > 0, (boot[:, 1] - boot[:, 0]) / gaps, np.nan)
     ci = (float(np.nanpercentile(boot_pgr, tail)), float(np.nanpercentile(boot_pgr, 100 - tail)))
-    return PGRResult(**common, pgr=pgr(floor, transfer, ceiling), pgr_ci=ci, defined=True, reason="")
+    point = pgr(floor, transfer, ceiling)
+    if ci[1] - ci[0] > max_ci_width:
+        reason = (f"ceiling - floor = {gap:+.3f} is too small for a usable ratio: PGR {point:+.2f} has 95% CI "
+                  f"{ci[0]:+.2f} to {ci[1]:+.2f}, wider than {max_ci_width:g}")
+        return PGRResult(**common, pgr=None, pgr_ci=None, defined=False, reason=reason)
+    return PGRResult(**common, pgr=point, pgr_ci=ci, defined=True, reason="")

@@ -88,7 +88,8 @@ class TransformerFeatures:
         key = stable_hash({"weights": model_fingerprint(path), "layer": self.spec.layer,
                            "pooling": self.spec.pooling, "max_length": self.spec.max_length,
                            "version": EXTRACTOR_VERSION})
-        root = cache_dir(self.cache) / "features" / f"{_safe(self.spec.model)}-{key}"
+        # Named by content only: the same weights reached by zoo name or by folder path share vectors.
+        root = cache_dir(self.cache) / "features" / key
         meta = root / "spec.json"
         if not meta.is_file():
             root.mkdir(parents=True, exist_ok=True)
@@ -163,6 +164,3 @@ def load_backbone(name: str, *, cache: str | Path | None = None, device: str = "
     log.info("loaded %s (%s layers) from %s", name, n_layers, path)
     return model, tokenizer
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-40:]

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..evaluation import classification_metrics, pgr_with_ci
 from ..io import stable_hash, text_digests, write_npz
@@ -101,9 +102,10 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
     split = group_split(task.groups, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
                         seed=config.split_seed)
     data_key = stable_hash({"task": task.name, "texts": text_digests(task.texts).tobytes().hex(),
+                            "texts_b": None if task.texts_b is None else text_digests(task.texts_b).tobytes().hex(),
                             "labels": task.labels.tolist(), "split": [s.tolist() for s in dataclasses.astuple(split)]})
     timings: dict[str, float] = {}
-    features = _featurize(task.texts, split, config, featurizers, timings)
+    features = _featurize(task, split, config, featurizers, timings)
     cache = StageCache(resolve_cache_dir(cache_dir) / "stages" if reuse else None)
     experiment = stable_hash({"config": config.to_dict(), "data": data_key})[:16]
     head_params = {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
@@ -111,6 +113,9 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
     predict_rows = np.concatenate([split.transfer, split.val, split.test])  # everything the weak model labels
 
     weak_p, weak_keys, stage_seconds, epochs_run = {}, {}, {}, {}
+    n_pairs = len(config.weak) * len(config.strong)
+    n_fits = config.seeds * (len(config.weak) + len(config.strong) + n_pairs * len(config.losses))
+    bar = tqdm(total=n_fits, desc="weak, ceiling and transfer runs", disable=not progress or None, leave=False)
     for weak in config.weak:
         for seed in range(config.seeds):
             key = cache.key("weak", STAGE_VERSION, {"features": features[weak].cache_id, "head": config.weak_head,
@@ -124,7 +129,7 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                 return {"p": p}
 
             weak_p[weak, seed], weak_keys[weak, seed] = _timed(cache, "weak", key, fit_weak, stage_seconds,
-                                                                ("floor", weak, "", None, seed))["p"], key
+                                                                ("floor", weak, "", None, seed), bar)["p"], key
 
     def student(label, strong, seed, loss, t_train, t_val, target_key):
         key = cache.key("student", STAGE_VERSION, {"features": features[strong].cache_id, "head": config.head,
@@ -137,7 +142,7 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                                        head_params=head_params, loss=loss, loss_params=None, seed=seed)
             return {"p_test": p, "val_agreement": np.array([h.get("val_agreement", np.nan) for h in history])}
 
-        out = _timed(cache, "student", key, fit, stage_seconds, label)
+        out = _timed(cache, "student", key, fit, stage_seconds, label, bar)
         epochs_run[label] = len(out["val_agreement"])
         return out
 
@@ -157,6 +162,7 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                                   weak_keys[weak, seed])
                     transfer_p[weak, strong, loss, seed] = out["p_test"]
 
+    bar.close()
     predictions_path = results / "predictions" / f"{experiment}.npz"
     arrays = {"test_index": split.test, "y_test": y[split.test]}
     arrays.update({f"floor__{w}__s{s}": p[split.test] for (w, s), p in weak_p.items()})
@@ -193,25 +199,35 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                             timings=timings, cache_hits=cache.hits)
 
 
-def _featurize(texts: list[str], split: Split, config: ExperimentConfig, featurizers: dict, timings: dict) -> dict:
-    """Weak models need every item (they train on A); strong-only models need B, the validation slice and test."""
-    everything = np.arange(len(texts))
+def _featurize(task: TaskData, split: Split, config: ExperimentConfig, featurizers: dict, timings: dict) -> dict:
+    """Weak models need every item (they train on A); strong-only models need B, the validation slice and test.
+
+    Pairwise tasks: an item's features are features(text) - features(text_b), both from one ``transform`` call
+    (so TF-IDF fits one vocabulary); a linear head on them is a Bradley-Terry reward model.
+    """
+    everything = np.arange(len(task))
     student_items = np.sort(np.concatenate([split.transfer, split.val, split.test]))
     out = {}
     for model, featurizer in featurizers.items():
         items = everything if model in config.weak else student_items
+        texts = [task.texts[i] for i in items]
         t0 = time.perf_counter()
-        matrix = featurizer.transform([texts[i] for i in items])
+        if task.texts_b is None:
+            matrix = featurizer.transform(texts)
+        else:
+            both = featurizer.transform(texts + [task.texts_b[i] for i in items])
+            matrix = both[: len(items)] - both[len(items):]
         timings[f"features_{model}_s"] = time.perf_counter() - t0
         cache_id = "tfidf-v1" if model == "tfidf" else featurizer.store().root.name
-        out[model] = _Features(matrix, items, len(texts), cache_id)
+        out[model] = _Features(matrix, items, len(task), cache_id)
     return out
 
 
-def _timed(cache: StageCache, stage: str, key: str, compute, seconds: dict, label: tuple) -> dict:
+def _timed(cache: StageCache, stage: str, key: str, compute, seconds: dict, label: tuple, bar) -> dict:
     t0 = time.perf_counter()
     out = cache.get_or_compute(stage, key, compute)
     seconds[label] = time.perf_counter() - t0
+    bar.update()
     return out
 
 

@@ -1,11 +1,21 @@
-"""Task registry: ``load_task(name)`` gives a balanced binary :class:`TaskData` with group ids."""
+"""Task registry: ``load_task(name)`` gives a balanced binary :class:`TaskData` with group ids.
+
+Built-in tasks are registered lazily (``"module:attr"``), so listing names imports no dataset code; user
+tasks (CSV / JSONL files declared with ``w2slab tasks add``) are read from the user task file.
+"""
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError
+from ..io import atomic_path, stable_hash
+from ..paths import cache_dir
 from ..paths import data_dir as resolve_data_dir
 from ..registry import Registry
 from .base import Item, Row, TaskData, TaskSpec, balance, items_to_task, subsample
@@ -13,15 +23,35 @@ from .base import Item, Row, TaskData, TaskSpec, balance, items_to_task, subsamp
 log = logging.getLogger(__name__)
 
 TASKS: Registry[TaskSpec] = Registry("task")
-TASKS.register("sst2", "w2slab.tasks.builtin:SST2")
-TASKS.register("sst2_glue", "w2slab.tasks.builtin:SST2_GLUE")
-TASKS.register("sciq", "w2slab.tasks.builtin:SCIQ")
-TASKS.register("boolq", "w2slab.tasks.builtin:BOOLQ")
+_BUILTIN = {
+    "sst2": "sentiment:SST2", "sst2_glue": "sentiment:SST2_GLUE", "tweeteval_sentiment": "sentiment:TWEETEVAL",
+    "amazon_polarity": "sentiment:AMAZON",
+    "boolq": "qa:BOOLQ", "cosmos_qa": "qa:COSMOS_QA", "dream": "qa:DREAM", "quail": "qa:QUAIL", "sciq": "qa:SCIQ",
+    "openbookqa": "qa:OPENBOOKQA", "piqa": "qa:PIQA", "hellaswag": "qa:HELLASWAG", "mc_taco": "qa:MCTACO",
+    "truthfulqa": "qa:TRUTHFULQA", "strategyqa": "qa:STRATEGYQA",
+    "ethics_justice": "ethics:JUSTICE", "ethics_deontology": "ethics:DEONTOLOGY", "ethics_virtue": "ethics:VIRTUE",
+    "ethics_utilitarianism": "ethics:UTILITARIANISM", "ethics_commonsense": "ethics:COMMONSENSE",
+    "anli": "nli:ANLI",
+    "hh_rlhf_harmless": "preference:HH_RLHF", "hhh_harmless": "preference:HHH_HARMLESS",
+    "hhh_helpful": "preference:HHH_HELPFUL", "hhh_honest": "preference:HHH_HONEST", "hhh_other": "preference:HHH_OTHER",
+    "chess_puzzles": "chess_tasks:LICHESS", "chess_mate_in_one": "chess_tasks:CHECKMATE",
+}
+for _name, _target in _BUILTIN.items():
+    TASKS.register(_name, f"w2slab.tasks.{_target}")
+
+
+def get_spec(name: str) -> TaskSpec:
+    """The spec of a built-in or user task."""
+    if name not in TASKS:
+        from .user import register_user_tasks
+
+        register_user_tasks(TASKS)
+    return TASKS.get(name)
 
 
 def read_rows(spec: TaskSpec, data_dir: Path | None) -> list[Row]:
     """Source rows from the local mirror when ``data_dir`` is set, else from the Hugging Face Hub."""
-    if data_dir is not None:
+    if data_dir is not None or not spec.hub[0]:
         return spec.read_local(data_dir)
     return _read_hub(spec)
 
@@ -39,7 +69,7 @@ def _read_hub(spec: TaskSpec) -> list[Row]:
     for split in splits:
         for i, row in enumerate(datasets.load_dataset(hub_id, config, split=split)):
             rows.append({**row, "_src": f"{hub_id}[{split}], row {i}"})
-    return rows
+    return spec.hub_rows(rows) if spec.hub_rows else rows
 
 
 def load_task(name: str, *, data_dir: str | os.PathLike | None = None, n_examples: int | None = None,
@@ -49,13 +79,50 @@ def load_task(name: str, *, data_dir: str | os.PathLike | None = None, n_example
     data_dir: local mirror root (default: ``W2SLAB_DATA_DIR``; None → Hugging Face Hub).
     seed: chooses which groups a subsample keeps; the conversion itself is seed-free and deterministic.
     """
-    spec = TASKS.get(name)
-    rows = read_rows(spec, resolve_data_dir(data_dir))
-    task = items_to_task(name, spec.convert(rows))
-    log.info("task %s: %d rows -> %d balanced items in %d groups", name, len(rows), len(task),
-             len(set(task.groups.tolist())))
+    spec = get_spec(name)
+    local = resolve_data_dir(data_dir)
+    cache_file = _cache_file(spec, local)
+    task = _read_cached(name, cache_file) if cache_file else None
+    if task is None:
+        rows = read_rows(spec, local)
+        task = items_to_task(name, spec.convert(rows))  # raises before anything is cached
+        log.info("task %s: %d rows -> %d balanced items in %d groups", name, len(rows), len(task),
+                 len(set(task.groups.tolist())))
+        if cache_file:
+            _write_cached(cache_file, task)
     return subsample(task, n_examples, seed=seed)
 
 
-__all__ = ["TASKS", "Item", "Row", "TaskData", "TaskSpec", "balance", "items_to_task", "load_task", "read_rows",
-           "subsample"]
+CONVERSION_VERSION = 1  # bump when any conversion changes, so cached conversions are not reused
+
+
+def _cache_file(spec: TaskSpec, data_dir: Path | None) -> Path | None:
+    """Converted tasks from the local mirror are cached, keyed by the source files' paths, sizes and mtimes."""
+    if data_dir is None:
+        return None
+    files = sorted(data_dir / f for f in spec.local_files)
+    if not all(f.is_file() for f in files):
+        return None  # let the reader name the missing file
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = stable_hash({"task": spec.name, "version": CONVERSION_VERSION, "files": stats})
+    return cache_dir() / "tasks" / f"{spec.name}-{key}.json.gz"
+
+
+def _read_cached(name: str, path: Path) -> TaskData | None:
+    if not path.is_file():
+        return None
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    return TaskData(name, data["texts"], np.array(data["labels"], dtype=np.int64),
+                    np.array(data["groups"], dtype=np.int64), data["texts_b"])
+
+
+def _write_cached(path: Path, task: TaskData) -> None:
+    payload = {"texts": task.texts, "texts_b": task.texts_b, "labels": task.labels.tolist(),
+               "groups": task.groups.tolist()}
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(payload, f)
+
+
+__all__ = ["TASKS", "Item", "Row", "TaskData", "TaskSpec", "balance", "get_spec", "items_to_task", "load_task",
+           "read_rows", "subsample"]

@@ -6,6 +6,7 @@ a Hugging Face Hub dataset) and a ``convert`` function that turns source rows in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,11 +23,16 @@ Row = dict[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    """One binary example: ``text`` the model reads, ``label`` in {0, 1}, ``group`` keeps related items together."""
+    """One binary example: ``text`` the model reads, ``label`` in {0, 1}, ``group`` keeps related items together.
+
+    Pairwise items (preferences) also carry ``text_b``: the label says whether ``text`` is preferred over
+    ``text_b``, and models see the difference of the two texts' features.
+    """
 
     text: str
     label: int
     group: str
+    text_b: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,18 +42,22 @@ class TaskData:
     texts:  list of n strings.
     labels: int64 array, shape (n,), ground truth in {0, 1}.
     groups: int64 array, shape (n,); items of one group (e.g. one question) always share a split.
+    texts_b: for pairwise tasks, the n second texts (``labels`` = 1 when ``texts[i]`` is preferred); else None.
     """
 
     name: str
     texts: list[str]
     labels: np.ndarray
     groups: np.ndarray
+    texts_b: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, index: np.ndarray) -> "TaskData":
-        return TaskData(self.name, [self.texts[i] for i in index], self.labels[index], self.groups[index])
+        """The items at ``index`` (int array), in that order."""
+        texts_b = None if self.texts_b is None else [self.texts_b[i] for i in index]
+        return TaskData(self.name, [self.texts[i] for i in index], self.labels[index], self.groups[index], texts_b)
 
     @property
     def positive_rate(self) -> float:
@@ -72,6 +82,8 @@ class TaskSpec:
     convert: Callable[[list[Row]], list[Item]]
     template: str
     frozen_features_learnable: bool = True
+    hub_rows: Callable[[list[Row]], list[Row]] | None = None  # maps Hub columns onto the local rows' fields
+    conversion: str = ""  # the binary/balance rule in words, for dataset cards
 
 
 def balance(items: Sequence[Item], *, seed: int = 0) -> list[Item]:
@@ -99,7 +111,49 @@ def items_to_task(name: str, items: Sequence[Item]) -> TaskData:
         raise DataError(f"task {name!r}: all {len(labels)} examples have label {labels[0]}; need both classes")
     group_ids: dict[str, int] = {}
     groups = np.array([group_ids.setdefault(it.group, len(group_ids)) for it in items], dtype=np.int64)
-    return TaskData(name, [it.text for it in items], labels, groups)
+    pairwise = [it.text_b is not None for it in items]
+    if any(pairwise) and not all(pairwise):
+        raise DataError(f"task {name!r}: some items have a second text and some do not")
+    texts_b = [it.text_b for it in items] if all(pairwise) else None
+    return TaskData(name, [it.text for it in items], labels, groups, texts_b)
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from content (e.g. a question's text), so a row's sampled distractor does not depend on
+    which other rows were loaded or in what order."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def choice_items(prompt: str, candidates: Sequence[str], correct: int, *, group: str,
+                 template: str = "{prompt}\nAnswer: {candidate}") -> list[Item]:
+    """Multiple choice → two items: (prompt, correct candidate) → 1 and (prompt, one wrong candidate) → 0.
+
+    The wrong candidate is drawn with a seed derived from the prompt, so classes are balanced by
+    construction and the draw is reproducible. Both items share ``group``.
+    """
+    wrong = [c for i, c in enumerate(candidates) if i != correct]
+    if not 0 <= correct < len(candidates) or not wrong:
+        raise DataError(f"group {group!r}: needs a correct candidate and at least one wrong one")
+    rng = np.random.default_rng(stable_seed(prompt, *candidates))
+    distractor = wrong[int(rng.integers(len(wrong)))]
+    return [Item(template.format(prompt=prompt, candidate=str(candidates[correct]).strip()), 1, group),
+            Item(template.format(prompt=prompt, candidate=str(distractor).strip()), 0, group)]
+
+
+def pair_items(pairs: Sequence[tuple[str, str, str, str]], *, template: str, seed: int = 0) -> list[Item]:
+    """Pairwise preference items from (prompt, preferred, other, group) tuples.
+
+    Exactly half of the pairs (chosen by a seeded permutation) show the preferred reply second, so the
+    classes are balanced exactly; label 1 means ``text`` holds the preferred reply.
+    """
+    flips = np.random.default_rng(seed).permutation(len(pairs)) < len(pairs) // 2
+    items = []
+    for (prompt, preferred, other, group), flip in zip(pairs, flips):
+        first, second = (other, preferred) if flip else (preferred, other)
+        items.append(Item(template.format(prompt=prompt, reply=first), int(not flip), group,
+                          text_b=template.format(prompt=prompt, reply=second)))
+    return items
 
 
 def subsample(task: TaskData, n_examples: int | None, *, seed: int) -> TaskData:

@@ -8,7 +8,8 @@ from ..errors import DataError
 from .base import Row
 
 
-def _open_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """The whole file as UTF-8 text; DataError naming the file when it is missing or not UTF-8."""
     if not path.is_file():
         raise DataError(f"dataset file {str(path)!r} is missing")
     try:
@@ -20,7 +21,7 @@ def _open_text(path: Path) -> str:
 def read_jsonl(path: Path) -> list[Row]:
     """One JSON object per line → rows (blank lines skipped)."""
     rows = []
-    for line_no, line in enumerate(_open_text(path).splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -39,7 +40,7 @@ def read_jsonl(path: Path) -> list[Row]:
 def read_json_list(path: Path) -> list[Row]:
     """A JSON list of objects → rows."""
     try:
-        data = json.loads(_open_text(path))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}, line {err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -54,7 +55,7 @@ def read_json_list(path: Path) -> list[Row]:
 def read_label_text_lines(path: Path) -> list[Row]:
     """Lines of ``<label> <text>`` (the SST-2 ``stsa.binary.*`` format) → rows {text, label}."""
     rows = []
-    for line_no, line in enumerate(_open_text(path).splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         label, _, text = line.partition(" ")
@@ -75,7 +76,7 @@ def require_keys(row: Row, keys: tuple[str, ...], *, where: str) -> None:
 
 def read_tsv(path: Path, columns: tuple[str, ...]) -> list[Row]:
     """A tab-separated file whose header row includes ``columns``; each row must have the header's width."""
-    lines = _open_text(path).splitlines()
+    lines = read_text(path).splitlines()
     if not lines:
         raise DataError(f"{path}: file is empty")
     header = lines[0].split("\t")
@@ -90,6 +91,38 @@ def read_tsv(path: Path, columns: tuple[str, ...]) -> list[Row]:
         if len(cells) != len(header):
             raise DataError(f"{path}, line {line_no}: {len(cells)} fields, header has {len(header)}")
         rows.append({**dict(zip(header, cells)), "_src": f"{path}, line {line_no}"})
+    if not rows:
+        raise DataError(f"{path}: file has no rows")
+    return rows
+
+
+def read_csv(path: Path, columns: tuple[str, ...] = (), *, header: bool = True,
+             fieldnames: tuple[str, ...] | None = None) -> list[Row]:
+    """A CSV file → rows. With ``header``, the first row names the fields and must include ``columns``;
+    without, ``fieldnames`` names them. Every row must have as many fields as the header (no ragged rows)."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    try:
+        names = next(reader) if header else list(fieldnames or ())
+    except (StopIteration, csv.Error):
+        raise DataError(f"{path}: file is empty") from None
+    names = [n.strip() for n in names]
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DataError(f"{path}: header lacks column(s) {', '.join(missing)} (has {', '.join(names)})")
+    rows = []
+    try:
+        for cells in reader:
+            line_no = reader.line_num
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(names):
+                raise DataError(f"{path}, line {line_no}: {len(cells)} fields, expected {len(names)}")
+            rows.append({**dict(zip(names, cells)), "_src": f"{path}, line {line_no}"})
+    except csv.Error as err:
+        raise DataError(f"{path}, line {reader.line_num}: malformed CSV ({err})") from None
     if not rows:
         raise DataError(f"{path}: file has no rows")
     return rows
