@@ -70,3 +70,20 @@ def test_tasks_and_models_listing(tmp_path, cache_dir):
     assert show.returncode == 0 and show.stdout.count("--- example with label") == 2
     models = w2slab("models", "list", cwd=tmp_path, cache_dir=cache_dir)
     assert models.returncode == 0 and "Gemma Terms of Use" in models.stdout and "Apache-2.0" in models.stdout
+
+
+def test_tasks_add_then_run_on_user_csv(tmp_path, cache_dir):
+    lines = ["sentence,polarity"] + [f"\"{w} movie, truly {w}\",{p}" for w, p in
+                                     [("great", "pos"), ("awful", "neg"), ("wonderful", "pos"), ("boring", "neg")] * 60]
+    (tmp_path / "mine.csv").write_text("\n".join(lines) + "\n")
+    env = {"W2SLAB_TASKS_FILE": str(tmp_path / "tasks.json")}
+    add = w2slab("tasks", "add", "mine", "--file", str(tmp_path / "mine.csv"), "--text", "sentence", "--label",
+                 "polarity", "--positive", "pos", "--negative", "neg", cwd=tmp_path, cache_dir=cache_dir, env_extra=env)
+    assert add.returncode == 0 and "240 items" in add.stdout, add.stderr
+    again = w2slab("tasks", "add", "mine", "--file", str(tmp_path / "mine.csv"), "--text", "sentence", "--label",
+                   "polarity", cwd=tmp_path, cache_dir=cache_dir, env_extra=env)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    run = w2slab("run", "--task", "mine", "--weak", "tfidf", "--strong", "minilm", "--loss", "xent", "--seeds", "1",
+                 "--n-examples", "240", cwd=tmp_path, cache_dir=cache_dir, env_extra=env)
+    assert run.returncode == 0, run.stderr
+    assert "task mine" in run.stdout

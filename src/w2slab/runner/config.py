@@ -50,11 +50,11 @@ class ExperimentConfig:
     def validate(self, *, registered_task: bool = True) -> "ExperimentConfig":
         """Check every field; raises ConfigError / UnknownNameError naming the field. Returns self.
         ``registered_task=False`` skips the task-name check (the caller passes its own TaskData)."""
-        from ..tasks import TASKS
+        from ..tasks import get_spec
         from ..training import HEADS, LOSSES
 
-        if registered_task and self.task not in TASKS:
-            check_names(TASKS, [self.task], param="task")
+        if registered_task:
+            get_spec(self.task)  # built-in or user task; unknown names get a suggestion
         check_names(LOSSES, list(self.losses), param="losses")
         check_names(HEADS, [self.head], param="head")
         check_names(HEADS, [self.weak_head], param="weak_head")

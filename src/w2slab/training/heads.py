@@ -31,7 +31,44 @@ def _check_inputs(X, y, where: str) -> None:
             raise ConfigError(f"{where}: targets must be probabilities P(class = 1) in [0, 1]")
 
 
-class TorchHead:
+def validation_score(p: np.ndarray, y_val: np.ndarray) -> tuple[float, float]:
+    """(agreement of p >= 0.5 with y_val >= 0.5, minus cross-entropy of p against soft y_val); higher is better.
+    p, y_val: (n,) probabilities of class 1."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    y_val = np.asarray(y_val, dtype=np.float64)
+    agreement = float(np.mean((p >= 0.5) == (y_val >= 0.5)))
+    return agreement, float(np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p)))
+
+
+class _Head:
+    """What every head shares: ``predict_proba`` over ``_predict_p1`` and train-set standardisation."""
+
+    standardize: bool
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, shape (n, 2); column 1 is P(class = 1)."""
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit first")
+        _check_inputs(X, None, "predict_proba")
+        p1 = self._predict_p1(X)
+        return np.stack([1 - p1, p1], axis=1)
+
+    def _fit_scaler(self, X) -> None:
+        if self.standardize and not sp.issparse(X):
+            self.mean_ = np.asarray(X.mean(0), dtype=np.float32)
+            self.scale_ = np.asarray(X.std(0), dtype=np.float32) + 1e-6
+        else:
+            self.mean_, self.scale_ = None, None
+
+    def _scaled(self, X) -> np.ndarray:
+        """Dense float32 rows, standardised when fitted so; sparse input stays sparse (float32)."""
+        if sp.issparse(X):
+            return X.astype(np.float32)
+        X = np.asarray(X, dtype=np.float32)
+        return X if self.mean_ is None else (X - self.mean_) / self.scale_
+
+
+class TorchHead(_Head):
     """A logistic (``hidden_dim=0``) or one-hidden-layer MLP classifier trained with a w2s loss.
 
     Parameters (all keyword-only, stored as given): ``loss`` and ``loss_params`` pick the objective;
@@ -97,7 +134,8 @@ class TorchHead:
                 step += 1
             record = {"epoch": epoch + 1, "train_loss": loss.item()}
             if eval_set is not None:
-                score = self._score(net, *eval_set)
+                net.eval()
+                score = validation_score(self._predict_p1(eval_set[0], net), eval_set[1])
                 record.update(val_agreement=score[0], val_xent=-score[1])
                 if best_score is None or score > best_score:
                     best_score, stale, self.best_epoch_ = score, 0, epoch + 1
@@ -111,23 +149,14 @@ class TorchHead:
             net.load_state_dict(best_state)
         else:
             self.best_epoch_ = len(self.history_)
-        self.net_ = net.eval()
+        self.model_ = net.eval()
         return self
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, shape (n, 2); column 1 is P(class = 1)."""
-        p1 = self._predict_p1(X)
-        return np.stack([1 - p1, p1], axis=1)
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _predict_p1(self, X, net=None) -> np.ndarray:
         import torch
 
-        if net is None:
-            if not hasattr(self, "net_"):
-                raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit first")
-            net = self.net_
-            _check_inputs(X, None, "predict_proba")
+        net = self.model_ if net is None else net
         out = []
         with torch.inference_mode():
             for start in range(0, X.shape[0], 4096):
@@ -135,29 +164,11 @@ class TorchHead:
                 out.append(torch.sigmoid(net(self._tensor(X, idx)).squeeze(-1)).numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
-    def _score(self, net, X_val, y_val) -> tuple[float, float]:
-        """(agreement with hardened y_val, minus cross-entropy against soft y_val); higher is better."""
-        net.eval()
-        p = np.clip(self._predict_p1(X_val, net), 1e-6, 1 - 1e-6)
-        y_val = np.asarray(y_val, dtype=np.float64)
-        agreement = float(np.mean((p >= 0.5) == (y_val >= 0.5)))
-        xent = float(-np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p)))
-        return agreement, -xent
-
-    def _fit_scaler(self, X) -> None:
-        if self.standardize and not sp.issparse(X):
-            self.mean_ = np.asarray(X.mean(0), dtype=np.float32)
-            self.scale_ = np.asarray(X.std(0), dtype=np.float32) + 1e-6
-        else:
-            self.mean_, self.scale_ = None, None
-
     def _tensor(self, X, idx):
         import torch
 
-        batch = X[idx]
-        batch = batch.toarray() if sp.issparse(batch) else np.asarray(batch, dtype=np.float32)
-        if self.mean_ is not None:
-            batch = (batch - self.mean_) / self.scale_
+        batch = self._scaled(X[idx])
+        batch = batch.toarray() if sp.issparse(batch) else batch
         return torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
 
     def _build(self, n_features: int, generator):
@@ -195,7 +206,7 @@ class MLPHead(TorchHead):
 
 
 @HEADS.register("sklearn_logistic")
-class SklearnLogisticHead:
+class SklearnLogisticHead(_Head):
     """L2 logistic regression solved exactly by scikit-learn (lbfgs), C chosen on the validation set.
 
     Soft targets t are fitted exactly by duplicating each row: once as class 1 with weight t, once as
@@ -236,10 +247,7 @@ class SklearnLogisticHead:
             self.model_ = model
             record = {"C": c}
             if eval_set is not None:
-                p = np.clip(self._predict_p1(eval_set[0]), 1e-6, 1 - 1e-6)
-                yv = np.asarray(eval_set[1], dtype=np.float64)
-                score = (float(np.mean((p >= 0.5) == (yv >= 0.5))),
-                         float(np.mean(yv * np.log(p) + (1 - yv) * np.log(1 - p))))
+                score = validation_score(self._predict_p1(eval_set[0]), eval_set[1])
                 record["val_agreement"] = score[0]
                 if best is None or score > best[0]:
                     best = (score, model)
@@ -248,20 +256,5 @@ class SklearnLogisticHead:
             self.model_ = best[1]
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities, shape (n, 2); column 1 is P(class = 1)."""
-        if not hasattr(self, "model_"):
-            raise NotFittedError("SklearnLogisticHead is not fitted yet: call fit first")
-        _check_inputs(X, None, "predict_proba")
-        p1 = self._predict_p1(X)
-        return np.stack([1 - p1, p1], axis=1)
-
     def _predict_p1(self, X) -> np.ndarray:
         return self.model_.predict_proba(self._scaled(X))[:, 1].astype(np.float32)
-
-    _fit_scaler = TorchHead._fit_scaler
-
-    def _scaled(self, X):
-        if self.mean_ is None:
-            return X.astype(np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
-        return (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
