@@ -2,16 +2,21 @@
 DATA ?= $(abspath ../shared/datasets)
 export W2SLAB_DATA_DIR ?= $(DATA)
 
-.PHONY: setup run test bench
+.PHONY: setup browser run test bench
 setup: .venv/.w2slab-setup
 
 .venv/.w2slab-setup: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
+# The report's end-to-end test opens it in a real headless Chromium (Debian package).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 run: setup
 	.venv/bin/w2slab run
+	.venv/bin/w2slab report
 
-test: setup
+test: setup browser
 	.venv/bin/python -m pytest -q
 
 bench: setup

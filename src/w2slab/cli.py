@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--negative", type=_names, help="label values meaning 0 (default: 0,false,no,negative)")
     add.add_argument("--replace", action="store_true", help="overwrite a user task of the same name")
 
+    report = sub.add_parser("report", help="write the static HTML report (figures, statistics) and CSV tables")
+    report.add_argument("--experiment", help="only this experiment id (default: the latest experiment)")
+    report.add_argument("--task", help="only this task")
+    report.add_argument("--all", action="store_true", help="every stored experiment")
+    report.add_argument("--out", help="output folder (default: <results-dir>/report)")
+    _add_dirs(report, cache=False, results=True)
+
     results = sub.add_parser("results", help="PGR summaries stored in the results file")
     results.add_argument("--experiment", help="only this experiment id")
     results.add_argument("--task", help="only this task")
@@ -108,7 +115,8 @@ def cmd_run(args) -> None:
                             reuse=not args.no_reuse, progress=sys.stderr.isatty())
     print(result.table())
     print(f"\nexperiment {result.experiment}: {len(result.runs)} runs stored in {result.store_path} "
-          f"(predictions: {result.predictions_path}); {result.timings['total_s']:.1f} s")
+          f"(predictions: {result.predictions_path}); {result.timings['total_s']:.1f} s\n"
+          f"figures and statistics: w2slab report{' --results-dir ' + args.results_dir if args.results_dir else ''}")
 
 
 def cmd_models(args) -> None:
@@ -173,6 +181,15 @@ def cmd_tasks(args) -> None:
             print(f"--- (versus) ---\n{task.texts_b[i]}")
 
 
+def cmd_report(args) -> None:
+    """`w2slab report`: the HTML report of the latest experiment, or of the filtered / all results."""
+    from .report import write_report
+
+    page = write_report(results_dir=args.results_dir, out=args.out, experiment=args.experiment, task=args.task,
+                        everything=args.all)
+    print(f"report: {page}")
+
+
 def cmd_results(args) -> None:
     """`w2slab results`: stored PGR summaries, optionally filtered."""
     from .paths import results_dir
@@ -203,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
-    handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "results": cmd_results}[args.command]
+    handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "report": cmd_report,
+               "results": cmd_results}[args.command]
     try:
         handler(args)
     except W2SError as err:

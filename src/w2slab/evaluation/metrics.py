@@ -25,3 +25,21 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """{"accuracy", "auc", "n"} for ground truth y (n,) and P(class 1) p (n,)."""
     return {"accuracy": accuracy(y, p), "auc": roc_auc(y, p), "n": int(len(y))}
+
+
+def imitation_metrics(y: np.ndarray, p_weak: np.ndarray, p_student: np.ndarray) -> dict[str, float]:
+    """Does the student copy its supervisor's errors? Hard predictions on the test set, averaged over seeds.
+
+    y: (n,) ground truth; p_weak, p_student: (n,) or (n_seeds, n) P(class 1). Returns overall agreement,
+    agreement where the supervisor is wrong (1.0 = every error copied) and where it is right, and the share of
+    supervisor errors (NaN where the supervisor is never wrong)."""
+    weak = np.atleast_2d(p_weak) >= 0.5
+    student = np.atleast_2d(p_student) >= 0.5
+    weak = np.broadcast_to(weak, student.shape)
+    agree = weak == student
+    wrong = weak != (np.asarray(y)[None, :] == 1)
+    with np.errstate(invalid="ignore"):
+        return {"agreement": float(agree.mean()),
+                "agreement_where_supervisor_wrong": float(agree[wrong].mean()) if wrong.any() else float("nan"),
+                "agreement_where_supervisor_right": float(agree[~wrong].mean()) if (~wrong).any() else float("nan"),
+                "supervisor_error_rate": float(wrong.mean())}

@@ -2,8 +2,8 @@
 
 PGR = (transfer - floor) / (ceiling - floor), on test accuracy. The three predictions are resampled
 *together* (the same test items in each resample), so their correlation is kept. With several seeds, each
-resample averages the seeds' correctness per item first: the interval then covers test-set sampling of the
-seed-averaged accuracies.
+resample also draws the seeds with replacement (separately for floor, transfer and ceiling) before averaging
+their correctness per item, so the interval combines seed variance and test-set variance.
 
 When is PGR undefined? PGR divides by the ceiling–floor gap; when that gap is within test-set noise the
 ratio is noise too (a 0.01 gap turns a 0.01 transfer wobble into a PGR swing of 1.0). PGR is defined only when
@@ -49,10 +49,16 @@ def pgr(floor: float, transfer: float, ceiling: float) -> float:
     return float("nan") if gap == 0 else (transfer - floor) / gap
 
 
-def _correct(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Per-item correctness averaged over seeds: (n,) floats in [0, 1]."""
-    p = np.atleast_2d(p)  # (n_seeds, n)
-    return ((p >= 0.5) == (y[None, :] == 1)).mean(0)
+def _boot_accuracy(correct: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Accuracy in each resample, shape (n_boot,): items weighted by ``counts`` (n_boot, n), and with several
+    seeds (rows of ``correct``, (n_seeds, n) in {0, 1}) the seeds drawn with replacement in each resample."""
+    n_boot, n = counts.shape
+    n_seeds = correct.shape[0]
+    if n_seeds == 1:
+        return counts @ correct[0] / n
+    draws = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    seed_weights = np.stack([np.bincount(row, minlength=n_seeds) for row in draws]) / n_seeds  # (n_boot, n_seeds)
+    return (counts * (seed_weights @ correct)).sum(1) / n
 
 
 def pgr_with_ci(y: np.ndarray, p_floor: np.ndarray, p_transfer: np.ndarray, p_ceiling: np.ndarray, *,
@@ -70,12 +76,13 @@ def pgr_with_ci(y: np.ndarray, p_floor: np.ndarray, p_transfer: np.ndarray, p_ce
             raise ConfigError(f"{name} has {np.atleast_2d(p).shape[1]} items per seed, y has {len(y)}")
     if n_boot < 100:
         raise ConfigError(f"n_boot must be >= 100, got {n_boot}")
-    corrects = np.stack([_correct(y, p) for p in (p_floor, p_transfer, p_ceiling)])  # (3, n)
-    floor, transfer, ceiling = corrects.mean(1)
+    per_seed = [((np.atleast_2d(p) >= 0.5) == (y[None, :] == 1)).astype(np.float64)
+                for p in (p_floor, p_transfer, p_ceiling)]  # each (n_seeds, n)
+    floor, transfer, ceiling = (c.mean() for c in per_seed)
     n = len(y)
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)  # (n_boot, n): resample weights
-    boot = counts @ corrects.T / n  # (n_boot, 3) accuracies per resample
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)  # (n_boot, n): resample weights of items
+    boot = np.stack([_boot_accuracy(c, counts, rng) for c in per_seed], axis=1)  # (n_boot, 3)
     gaps = boot[:, 2] - boot[:, 0]
     tail = (1 - level) / 2 * 100
     gap_ci = (float(np.percentile(gaps, tail)), float(np.percentile(gaps, 100 - tail)))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..evaluation import classification_metrics, pgr_with_ci
+from ..evaluation import classification_metrics, imitation_metrics, pgr_with_ci
 from ..io import stable_hash, text_digests, write_npz
 from ..models import make_featurizer
 from ..paths import cache_dir as resolve_cache_dir
@@ -34,7 +34,7 @@ from .store import ResultsStore, check_writable
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = 1  # bump when weak/student training changes, so cached stage outputs are not reused
+STAGE_VERSION = 2  # bump when weak/student training changes, so cached stage outputs are not reused
 
 
 @dataclasses.dataclass
@@ -112,7 +112,7 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
     y = task.labels
     predict_rows = np.concatenate([split.transfer, split.val, split.test])  # everything the weak model labels
 
-    weak_p, weak_keys, stage_seconds, epochs_run = {}, {}, {}, {}
+    weak_p, weak_keys, stage_seconds, epochs_run, curves = {}, {}, {}, {}, {}
     n_pairs = len(config.weak) * len(config.strong)
     n_fits = config.seeds * (len(config.weak) + len(config.strong) + n_pairs * len(config.losses))
     bar = tqdm(total=n_fits, desc="weak, ceiling and transfer runs", disable=not progress or None, leave=False)
@@ -140,10 +140,13 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
             p, history = train_student(features[strong].take(split.transfer), t_train, features[strong].take(split.val),
                                        t_val, features[strong].take(split.test), head=config.head,
                                        head_params=head_params, loss=loss, loss_params=None, seed=seed)
-            return {"p_test": p, "val_agreement": np.array([h.get("val_agreement", np.nan) for h in history])}
+            curve = [h["monitor_p"] for h in history if "monitor_p" in h]
+            return {"p_test": p, "val_agreement": np.array([h.get("val_agreement", np.nan) for h in history]),
+                    "curve_p": np.stack(curve).astype(np.float16) if curve else np.zeros((0, len(p)), np.float16)}
 
         out = _timed(cache, "student", key, fit, stage_seconds, label, bar)
         epochs_run[label] = len(out["val_agreement"])
+        curves[label] = out["curve_p"]
         return out
 
     ceiling_p, transfer_p = {}, {}
@@ -181,6 +184,8 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                    + [(("transfer", *k), p) for k, p in transfer_p.items()]):
         role, weak, strong, loss, seed = key
         metrics = classification_metrics(y_test, p)
+        if key in curves and len(curves[key]):
+            metrics["curve"] = _learning_curve(curves[key], y_test, weak_p[weak, seed][split.test] if weak else None)
         array = {"floor": f"floor__{weak}__s{seed}", "ceiling": f"ceiling__{strong}__s{seed}",
                  "transfer": f"transfer__{weak}__{strong}__{loss}__s{seed}"}[role]
         runs.append({**row_common, "run_key": stable_hash([experiment, *key]), "weak": weak, "strong": strong,
@@ -223,6 +228,16 @@ def _featurize(task: TaskData, split: Split, config: ExperimentConfig, featurize
     return out
 
 
+def _learning_curve(curve_p: np.ndarray, y_test: np.ndarray, weak_test: np.ndarray | None) -> dict:
+    """Per epoch: test accuracy against ground truth and, for transfer runs, agreement with the weak model's
+    test predictions (the paper's overfitting-to-weak-labels curve). curve_p: (epochs, n_test)."""
+    hard = curve_p >= 0.5
+    out = {"test_accuracy": ((hard == (y_test == 1)).mean(1)).round(4).tolist()}
+    if weak_test is not None:
+        out["weak_agreement"] = ((hard == (weak_test >= 0.5)).mean(1)).round(4).tolist()
+    return out
+
+
 def _timed(cache: StageCache, stage: str, key: str, compute, seconds: dict, label: tuple, bar) -> dict:
     t0 = time.perf_counter()
     out = cache.get_or_compute(stage, key, compute)
@@ -242,6 +257,7 @@ def _summary(config, row_common, y_test, weak_p, ceiling_p, transfer_p, split, w
     spread = {f"{name}_{metric}_{stat}": float(fn([m[metric] for m in values]))
               for name, values in per_seed.items() for metric in ("accuracy", "auc")
               for stat, fn in (("mean", np.mean), ("sd", np.std))}
+    spread["imitation"] = imitation_metrics(y_test, floor, transfer)
     return {**row_common, "summary_key": stable_hash([row_common["experiment"], weak, strong, loss]),
             "weak": weak, "strong": strong, "loss": loss, "strong_to_strong": int(weak == strong),
             "floor": result.floor, "transfer": result.transfer, "ceiling": result.ceiling, "pgr": result.pgr,

@@ -65,7 +65,8 @@ def transfer_targets(weak_p: np.ndarray, split: Split) -> tuple[np.ndarray, np.n
 def train_student(X_train, t_train: np.ndarray, X_val, t_val: np.ndarray, X_predict, *, head: str,
                   head_params: dict, loss: str, loss_params: dict | None, seed: int) -> tuple[np.ndarray, list]:
     """Fit a student head on (X_train, targets t_train), selecting the epoch on (X_val, t_val), and return
-    (P(class 1) for the rows of X_predict, shape (m,); per-epoch training history)."""
+    (P(class 1) for the rows of X_predict, shape (m,); per-epoch training history). Each history entry holds
+    the epoch's predictions on X_predict (``monitor_p``) for learning curves; they never steer training."""
     student = HEADS.get(head)(**{**head_params, "loss": loss, "loss_params": loss_params, "seed": seed})
-    student.fit(X_train, t_train, eval_set=(X_val, t_val))
+    student.fit(X_train, t_train, eval_set=(X_val, t_val), monitor=X_predict)
     return student.predict_proba(X_predict)[:, 1], student.history_

@@ -95,12 +95,14 @@ class TorchHead(_Head):
                                               "weight_decay", "patience", "standardize", "seed")}
 
     # -- fitting ---------------------------------------------------------------------------------------
-    def fit(self, X, y, *, sample_weight=None, eval_set=None) -> "TorchHead":
+    def fit(self, X, y, *, sample_weight=None, eval_set=None, monitor=None) -> "TorchHead":
         """Train on features ``X`` (n, d), dense or scipy-sparse, and targets ``y`` (n,) = P(class 1).
 
         eval_set: optional ``(X_val, y_val)``; the epoch whose predictions agree best with ``y_val``
         (hardened at 0.5; ties broken by lower cross-entropy) is kept. Without it the last epoch is kept.
         sample_weight: optional (n,) non-negative weights of the per-example losses.
+        monitor: optional features (m, d) whose P(class 1) is recorded after every epoch in
+        ``history_[i]["monitor_p"]`` for learning curves; it never influences training or selection.
         """
         import torch
 
@@ -133,6 +135,9 @@ class TorchHead(_Head):
                 opt.step()
                 step += 1
             record = {"epoch": epoch + 1, "train_loss": loss.item()}
+            if monitor is not None:
+                net.eval()
+                record["monitor_p"] = self._predict_p1(monitor, net)
             if eval_set is not None:
                 net.eval()
                 score = validation_score(self._predict_p1(eval_set[0], net), eval_set[1])
@@ -224,8 +229,9 @@ class SklearnLogisticHead(_Head):
         self.standardize = standardize
         self.seed = seed
 
-    def fit(self, X, y, *, sample_weight=None, eval_set=None) -> "SklearnLogisticHead":
-        """X: (n, d) dense or sparse; y: (n,) P(class 1). eval_set (X_val, y_val) picks C by agreement."""
+    def fit(self, X, y, *, sample_weight=None, eval_set=None, monitor=None) -> "SklearnLogisticHead":
+        """X: (n, d) dense or sparse; y: (n,) P(class 1). eval_set (X_val, y_val) picks C by agreement.
+        ``monitor`` is accepted for the common contract; an exact solver has no epochs to record."""
         from sklearn.linear_model import LogisticRegression
 
         if self.loss != "xent" or self.loss_params:

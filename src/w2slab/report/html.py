@@ -1,0 +1,199 @@
+"""``write_report``: a self-contained static HTML page (figures embedded as PNG data URIs) plus the same
+tables as CSV, built from the results store."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import itertools
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..evaluation import compare_paired, median_with_ci
+from ..paths import results_dir as resolve_results_dir
+from ..runner.store import ResultsStore
+from . import figures
+
+
+def select_rows(store: ResultsStore, *, experiment: str | None = None, task: str | None = None,
+                everything: bool = False) -> tuple[list[dict], list[dict]]:
+    """(summaries, runs) for a filter; with no filter, the most recent experiment only."""
+    where = {k: v for k, v in (("experiment", experiment), ("task", task)) if v}
+    summaries = store.query("summaries", **where)
+    if not summaries:
+        raise ConfigError(f"no results in {store.path} match {where or 'anything'}: run `w2slab run` first")
+    if not where and not everything:
+        latest = max(summaries, key=lambda s: s["created_at"])["experiment"]
+        summaries = [s for s in summaries if s["experiment"] == latest]
+    experiments = sorted({s["experiment"] for s in summaries})
+    runs = [r for e in experiments for r in store.query("runs", experiment=e)]
+    return summaries, runs
+
+
+def summary_table(summaries: list[dict]) -> list[dict]:
+    rows = []
+    for s in summaries:
+        r = s["result"]
+        rows.append({"task": s["task"], "weak": s["weak"], "strong": s["strong"], "loss": s["loss"],
+                     "strong_to_strong": bool(s["strong_to_strong"]), "seeds": r["n_seeds"], "test_items": r["n_test"],
+                     "floor": round(s["floor"], 4), "transfer": round(s["transfer"], 4), "ceiling": round(s["ceiling"], 4),
+                     "pgr": round(s["pgr"], 3) if s["defined"] else "undefined",
+                     "pgr_ci_low": round(s["pgr_low"], 3) if s["defined"] else "",
+                     "pgr_ci_high": round(s["pgr_high"], 3) if s["defined"] else "",
+                     "reason_undefined": s["reason"], "experiment": s["experiment"]})
+    return rows
+
+
+def imitation_table(summaries: list[dict]) -> list[dict]:
+    rows = []
+    for s in summaries:
+        im = s["result"].get("imitation")
+        if im:
+            rows.append({"task": s["task"], "weak": s["weak"], "strong": s["strong"], "loss": s["loss"],
+                         **{k: round(v, 4) for k, v in im.items()}})
+    return rows
+
+
+def median_table(summaries: list[dict]) -> list[dict]:
+    rows = []
+    for loss in sorted({s["loss"] for s in summaries}):
+        of_loss = [s for s in summaries if s["loss"] == loss and not s["strong_to_strong"]]
+        defined = [s["pgr"] for s in of_loss if s["defined"]]
+        row = {"loss": loss, "task_pairs": len(of_loss), "defined": len(defined), "undefined": len(of_loss) - len(defined)}
+        if defined:
+            m = median_with_ci(np.array(defined))
+            row.update(median_pgr=round(m["median"], 3), ci_low=round(m["ci"][0], 3), ci_high=round(m["ci"][1], 3))
+        rows.append(row)
+    return rows
+
+
+def comparison_table(summaries: list[dict]) -> list[dict]:
+    rows = []
+    for a, b in itertools.combinations(sorted({s["loss"] for s in summaries}), 2):
+        pairs = figures._paired_pgr([s for s in summaries if not s["strong_to_strong"]], a, b)
+        if not pairs:
+            rows.append({"method_a": a, "method_b": b, "n_tasks": 0, "note": "no task-pair with both PGRs defined"})
+            continue
+        c = compare_paired(np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs]))
+        rows.append({"method_a": a, "method_b": b, "n_tasks": c["n_tasks"], "a_better": c["a_better"],
+                     "b_better": c["b_better"], "ties": c["ties"], "mean_diff_a_minus_b": round(c["mean_diff"], 3),
+                     "ci_low": round(c["mean_diff_ci"][0], 3), "ci_high": round(c["mean_diff_ci"][1], 3),
+                     "wilcoxon_p": None if c["wilcoxon_p"] is None else round(c["wilcoxon_p"], 4), "note": ""})
+    return rows
+
+
+def write_report(*, results_dir: str | Path | None = None, out: str | Path | None = None,
+                 experiment: str | None = None, task: str | None = None, everything: bool = False) -> Path:
+    """Write ``index.html`` and CSV tables into ``out`` (default ``<results_dir>/report``); returns the page.
+
+    The folder is built beside its target and renamed into place, so a reader never sees half a report.
+    """
+    results = resolve_results_dir(results_dir)
+    summaries, runs = select_rows(ResultsStore(results / "results.sqlite"), experiment=experiment, task=task,
+                                  everything=everything)
+    tables = {"summaries": summary_table(summaries), "median_pgr": median_table(summaries),
+              "method_comparison": comparison_table(summaries), "imitation": imitation_table(summaries)}
+    images = []
+    for t in sorted({s["task"] for s in summaries}):
+        images.append((f"{t}: test accuracy vs student size", figures.accuracy_vs_size(summaries, t)))
+        images.append((f"{t}: PGR vs student size", figures.pgr_vs_size(summaries, t)))
+    images.append(("PGR per task and method", figures.pgr_bars(summaries)))
+    for a, b in itertools.combinations(sorted({s["loss"] for s in summaries}), 2):
+        images.append((f"method {b} vs {a}", figures.method_scatter(summaries, a, b)))
+    if any(r["role"] == "transfer" and "curve" in r["metrics"] for r in runs):
+        images.append(("learning curves of transfer runs", figures.learning_curves(runs)))
+
+    target = Path(out) if out else results / "report"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+    staging.chmod(0o755)  # mkdtemp makes it private; a report is meant to be served and shared
+    try:
+        for name, rows in tables.items():
+            _write_csv(staging / f"{name}.csv", rows)
+        (staging / "index.html").write_text(_page(summaries, runs, tables, images), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / "index.html"
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def _table_html(name: str, rows: list[dict]) -> str:
+    if not rows:
+        return f'<p class="empty" id="table-{name}">no rows</p>'
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
+                   for r in rows)
+    return (f'<table id="table-{name}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f'<p class="csv"><a href="{name}.csv">{name}.csv</a></p>')
+
+
+_SELF_CHECK = """
+<script>
+window.addEventListener('load', function () {
+  var imgs = document.querySelectorAll('img.figure');
+  var ok = Array.prototype.filter.call(imgs, function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var el = document.getElementById('figure-check');
+  el.textContent = 'figures loaded: ' + ok + '/' + imgs.length;
+  el.setAttribute('data-loaded', ok); el.setAttribute('data-total', imgs.length);
+});
+</script>"""
+
+
+def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tuple[str, bytes]]) -> str:
+    provenance = runs[0]["provenance"] if runs else {}
+    experiments = ", ".join(sorted({s["experiment"] for s in summaries}))
+    figs = "".join(f'<figure><img class="figure" alt="{html.escape(title)}" src="data:image/png;base64,'
+                   f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(title)}</figcaption></figure>'
+                   for title, png in images)
+    undefined = sum(1 for s in summaries if not s["defined"])
+    sections = [
+        ("PGR per task, pair and method", "summaries",
+         "Accuracies are means over seeds; the PGR interval is a 95% bootstrap over test items and seeds. "
+         f"<b>undefined</b> ({undefined} of {len(summaries)}): the ceiling does not beat the floor beyond test-set "
+         "noise, or the PGR interval is wider than 1 — see reason_undefined."),
+        ("Median PGR across task-pairs", "median_pgr",
+         "Bootstrap over task-pairs; undefined PGRs are excluded and counted; strong-to-strong controls excluded."),
+        ("Method comparisons (paired over task-pairs)", "method_comparison",
+         "Counts of task-pairs each way, mean difference with a paired bootstrap interval, Wilcoxon signed-rank p."),
+        ("Imitation: does the student copy its supervisor's errors?", "imitation",
+         "Agreement of the student's hard test predictions with the supervisor's, where the supervisor is wrong vs "
+         "right. Near 1.0 where wrong: errors copied; a strong student that generalises disagrees with them."),
+    ]
+    body = "".join(f"<h2>{title}</h2><p>{note}</p>{_table_html(name, tables[name])}" for title, name, note in sections)
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(provenance.items()))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>w2slab report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; }}
+th {{ background: #f2f2f2; }} figure {{ display: inline-block; margin: 0.5em; }}
+figcaption {{ font-size: 12px; text-align: center; }} .meta {{ color: #666; font-size: 12px; }}
+</style></head><body>
+<h1>w2slab report</h1>
+<p class="meta">experiments: {html.escape(experiments)} · {len(summaries)} summaries · {len(runs)} runs ·
+{html.escape(versions)}</p>
+<p class="meta" id="figure-check">figures loaded: (checking)</p>
+{body}
+<h2>Figures</h2>
+{figs}
+{_SELF_CHECK}
+</body></html>
+"""
