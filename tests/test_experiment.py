@@ -64,7 +64,8 @@ def test_strong_to_strong_control_is_labelled(cache_dir, tmp_path):
 def test_transfer_never_sees_ground_truth_of_b_val_or_test(cache_dir, data_dir, tmp_path):
     """Scramble the labels of every item outside weak half A: floor and transfer predictions must not move
     by a single bit (the ceiling, trained on ground truth of B, must)."""
-    config = ExperimentConfig(**{**SMALL, "weak": ("minilm",), "seeds": 1, "n_examples": None})
+    config = ExperimentConfig(**{**SMALL, "weak": ("minilm", "tfidf+minilm@mean"), "seeds": 1, "n_examples": None,
+                                 "losses": ("xent", "xent+filter", "logconf+self2", "xent+entropy")})
     task = load_task("sst2", data_dir=data_dir, n_examples=400, seed=0)
     split = group_split(task.groups, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
                         seed=config.split_seed)
@@ -95,3 +96,28 @@ def test_config_validation_messages():
     with pytest.raises(ValueError, match="supports only loss 'xent'"):
         ExperimentConfig(head="sklearn_logistic").validate()
     assert dataclasses.replace(ExperimentConfig(), weak="a,b").weak == ("a", "b")
+
+
+def test_filter_and_self_training_record_what_they_did(cache_dir, tmp_path):
+    r = run_experiment(task="sst2", weak="tfidf", strong="minilm", losses="xent+filter,xent+self2,xent+entropy",
+                       seeds=1, n_examples=500, cache_dir=cache_dir, results_dir=tmp_path, progress=False)
+    by_loss = {run["loss"]: run["metrics"] for run in r.runs if run["role"] == "transfer"}
+    f = by_loss["xent+filter"]["filter"]
+    assert f["removed"] > 0 and 0 <= f["removed_actually_wrong"] <= 1
+    assert by_loss["xent+entropy"]["filter"]["removed_share"] == pytest.approx(0.2, abs=0.01)
+    rounds = by_loss["xent+self2"]["self_training"]
+    assert [x["round"] for x in rounds] == [0, 1, 2]
+    assert all(0 <= x["pseudo_label_accuracy"] <= 1 and 0 <= x["share_of_1"] <= 1 for x in rounds)
+    again = run_experiment(task="sst2", weak="tfidf", strong="minilm", losses="xent+self2", seeds=1, n_examples=500,
+                           cache_dir=cache_dir, results_dir=tmp_path / "again", progress=False, reuse=False)
+    again_rounds = [run["metrics"]["self_training"] for run in again.runs if run["role"] == "transfer"][0]
+    assert again_rounds == rounds  # deterministic per seed
+
+
+def test_bad_methods_and_supervisors():
+    with pytest.raises(ValueError, match="unknown or repeated modifier 'selfish'"):
+        ExperimentConfig(losses="xent+selfish").validate()
+    with pytest.raises(ValueError, match="Dawid-Skene needs at least three supervisors"):
+        ExperimentConfig(weak="tfidf+minilm@ds").validate()
+    with pytest.raises(ValueError, match="unknown label model .median."):
+        ExperimentConfig(weak="tfidf+minilm@median").validate()

@@ -36,6 +36,7 @@ def select_rows(store: ResultsStore, *, experiment: str | None = None, task: str
 
 
 def summary_table(summaries: list[dict]) -> list[dict]:
+    """One row per (task, weak, strong, loss): accuracies, PGR with interval or 'undefined' and the reason."""
     rows = []
     for s in summaries:
         r = s["result"]
@@ -50,6 +51,7 @@ def summary_table(summaries: list[dict]) -> list[dict]:
 
 
 def imitation_table(summaries: list[dict]) -> list[dict]:
+    """One row per summary: student–supervisor agreement overall, where the supervisor is wrong, and right."""
     rows = []
     for s in summaries:
         im = s["result"].get("imitation")
@@ -60,6 +62,7 @@ def imitation_table(summaries: list[dict]) -> list[dict]:
 
 
 def median_table(summaries: list[dict]) -> list[dict]:
+    """Per loss: median PGR over task-pairs (defined only) with a bootstrap interval, and the undefined count."""
     rows = []
     for loss in sorted({s["loss"] for s in summaries}):
         of_loss = [s for s in summaries if s["loss"] == loss and not s["strong_to_strong"]]
@@ -73,6 +76,7 @@ def median_table(summaries: list[dict]) -> list[dict]:
 
 
 def comparison_table(summaries: list[dict]) -> list[dict]:
+    """Per pair of losses: paired comparison over task-pairs where both PGRs are defined."""
     rows = []
     for a, b in itertools.combinations(sorted({s["loss"] for s in summaries}), 2):
         pairs = figures._paired_pgr([s for s in summaries if not s["strong_to_strong"]], a, b)

@@ -55,14 +55,22 @@ class ExperimentConfig:
 
         if registered_task:
             get_spec(self.task)  # built-in or user task; unknown names get a suggestion
-        check_names(LOSSES, list(self.losses), param="losses")
+        from ..supervisors.refine import parse_method
+
+        if not self.losses:
+            raise ConfigError(f"losses is empty: give at least one of {', '.join(LOSSES.names())}")
+        methods = [parse_method(m) for m in self.losses]
         check_names(HEADS, [self.head], param="head")
         check_names(HEADS, [self.weak_head], param="weak_head")
-        if self.head == "sklearn_logistic" and set(self.losses) != {"xent"}:
+        if self.head == "sklearn_logistic" and {m.loss for m in methods} != {"xent"}:
             raise ConfigError("head 'sklearn_logistic' supports only loss 'xent'; use head 'logistic' or 'mlp'")
         for name in ("weak", "strong"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} is empty: give at least one model name")
+        from ..supervisors.spec import parse_supervisor
+
+        for weak in self.weak:
+            parse_supervisor(weak)
         _positive_int("seeds", self.seeds)
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 from pathlib import Path
@@ -22,19 +23,24 @@ from tqdm.auto import tqdm
 from ..evaluation import classification_metrics, imitation_metrics, pgr_with_ci
 from ..io import stable_hash, text_digests, write_npz
 from ..models import make_featurizer
+from ..models import resolve as resolve_model
 from ..paths import cache_dir as resolve_cache_dir
 from ..paths import data_dir as resolve_data_dir
 from ..paths import results_dir as resolve_results_dir
 from ..tasks import TaskData, load_task, subsample
+from ..supervisors.label_models import combine
+from ..supervisors.prompted import PromptedLM
+from ..supervisors.refine import Method, confident_keep, entropy_keep, parse_method, pseudo_labels
+from ..supervisors.spec import SupervisorSpec, parse_supervisor
 from .cache import StageCache
 from .config import ExperimentConfig
-from .protocol import Split, group_split, train_student, train_weak, transfer_targets
+from .protocol import Split, cross_fitted, group_split, train_student, train_weak, transfer_targets
 from .provenance import provenance
 from .store import ResultsStore, check_writable
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = 2  # bump when weak/student training changes, so cached stage outputs are not reused
+STAGE_VERSION = 4  # bump when weak/student training changes, so cached stage outputs are not reused
 
 
 @dataclasses.dataclass
@@ -92,9 +98,14 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
     data_dir = resolve_data_dir(data_dir)  # fail on a bad data directory before any model work
     results = check_writable(resolve_results_dir(results_dir))
     started = time.perf_counter()
-    models = list(dict.fromkeys(config.weak + config.strong))
+    supervisors = [parse_supervisor(w) for w in config.weak]
+    trained = [m for spec in supervisors if spec.kind != "prompt" for m in spec.models]
+    models = list(dict.fromkeys(trained + list(config.strong)))
     featurizers = {m: make_featurizer(m, layer=config.layer, pooling=config.pooling, max_length=config.max_length,
                                       cache=cache_dir, progress=progress) for m in models}
+    for spec in supervisors:
+        if spec.kind == "prompt":
+            resolve_model(spec.models[0], cache=cache_dir)  # fail fast on an unknown or uninstalled LM
     if task_data is None:
         task = load_task(config.task, data_dir=data_dir, n_examples=config.n_examples, seed=config.split_seed)
     else:
@@ -105,7 +116,7 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                             "texts_b": None if task.texts_b is None else text_digests(task.texts_b).tobytes().hex(),
                             "labels": task.labels.tolist(), "split": [s.tolist() for s in dataclasses.astuple(split)]})
     timings: dict[str, float] = {}
-    features = _featurize(task, split, config, featurizers, timings)
+    features = _featurize(task, split, set(trained), featurizers, timings)
     cache = StageCache(resolve_cache_dir(cache_dir) / "stages" if reuse else None)
     experiment = stable_hash({"config": config.to_dict(), "data": data_key})[:16]
     head_params = {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
@@ -116,44 +127,68 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
     n_pairs = len(config.weak) * len(config.strong)
     n_fits = config.seeds * (len(config.weak) + len(config.strong) + n_pairs * len(config.losses))
     bar = tqdm(total=n_fits, desc="weak, ceiling and transfer runs", disable=not progress or None, leave=False)
-    for weak in config.weak:
-        for seed in range(config.seeds):
-            key = cache.key("weak", STAGE_VERSION, {"features": features[weak].cache_id, "head": config.weak_head,
-                                                     "head_params": head_params, "seed": seed}, [data_key])
-
-            def fit_weak(weak=weak, seed=seed):
-                p = np.full(len(y), np.nan, dtype=np.float32)
-                p[predict_rows] = train_weak(features[weak].take(split.weak), y[split.weak], task.groups[split.weak],
-                                             features[weak].take(predict_rows), head=config.weak_head,
-                                             head_params=head_params, seed=seed)
-                return {"p": p}
-
-            weak_p[weak, seed], weak_keys[weak, seed] = _timed(cache, "weak", key, fit_weak, stage_seconds,
-                                                                ("floor", weak, "", None, seed), bar)["p"], key
-
-    def student(label, strong, seed, loss, t_train, t_val, target_key):
-        key = cache.key("student", STAGE_VERSION, {"features": features[strong].cache_id, "head": config.head,
-                                                    "head_params": head_params, "loss": loss, "seed": seed,
-                                                    "targets": target_key}, [data_key])
+    def weak_model_p(model: str, seed: int) -> tuple[np.ndarray, str]:
+        """A weak model trained on A with ground truth; its soft labels on B, val and test."""
+        key = cache.key("weak", STAGE_VERSION, {"features": features[model].cache_id, "head": config.weak_head,
+                                                 "head_params": head_params, "seed": seed}, [data_key])
 
         def fit():
-            p, history = train_student(features[strong].take(split.transfer), t_train, features[strong].take(split.val),
-                                       t_val, features[strong].take(split.test), head=config.head,
-                                       head_params=head_params, loss=loss, loss_params=None, seed=seed)
-            curve = [h["monitor_p"] for h in history if "monitor_p" in h]
-            return {"p_test": p, "val_agreement": np.array([h.get("val_agreement", np.nan) for h in history]),
-                    "curve_p": np.stack(curve).astype(np.float16) if curve else np.zeros((0, len(p)), np.float16)}
+            p = np.full(len(y), np.nan, dtype=np.float32)
+            p[predict_rows] = train_weak(features[model].take(split.weak), y[split.weak], task.groups[split.weak],
+                                         features[model].take(predict_rows), head=config.weak_head,
+                                         head_params=head_params, seed=seed)
+            return {"p": p}
 
+        return cache.get_or_compute("weak", key, fit)["p"], key
+
+    def supervisor_p(spec: SupervisorSpec, seed: int) -> dict:
+        if spec.kind == "model":
+            p, key = weak_model_p(spec.models[0], seed)
+            return {"p": p, "key": key}
+        if spec.kind == "ensemble":
+            members = {m: weak_model_p(m, seed) for m in spec.models}
+            p = np.full(len(y), np.nan, dtype=np.float32)
+            # the label model sees only the members' votes on unlabelled items: no ground truth
+            p[predict_rows] = combine({m: v[0][predict_rows] for m, v in members.items()}, how=spec.combine)
+            return {"p": p, "key": stable_hash([spec.combine] + [members[m][1] for m in spec.models])}
+        prompt = task_prompt(config.task, task)
+        key = cache.key("prompt", STAGE_VERSION, {"model": spec.models[0], "prompt": prompt,
+                                                   "weights": prompt_fingerprint(spec.models[0], cache_dir)}, [data_key])
+
+        def score():
+            lm = PromptedLM(model=spec.models[0], template=prompt[0], label_words=prompt[1], cache=cache_dir,
+                            progress=progress)
+            p = np.full(len(y), np.nan, dtype=np.float32)
+            p[predict_rows] = lm.predict_proba([task.texts[i] for i in predict_rows])[:, 1]
+            return {"p": p}
+
+        return {"p": cache.get_or_compute("prompt", key, score)["p"], "key": key}
+
+    for spec in supervisors:
+        for seed in range(config.seeds):
+            label = ("floor", spec.name, "", None, seed)
+            t0 = time.perf_counter()
+            out = supervisor_p(spec, seed)
+            stage_seconds[label] = time.perf_counter() - t0
+            bar.update()
+            weak_p[spec.name, seed], weak_keys[spec.name, seed] = out["p"], out["key"]
+
+    def student(label, strong, seed, method: Method, t_train, t_val, target_key):
+        key = cache.key("student", STAGE_VERSION, {"features": features[strong].cache_id, "head": config.head,
+                                                    "head_params": head_params, "method": method.name, "seed": seed,
+                                                    "targets": target_key}, [data_key])
+        fit = functools.partial(_fit_student, features[strong], split, t_train, t_val, method,
+                                head=config.head, head_params=head_params, seed=seed)
         out = _timed(cache, "student", key, fit, stage_seconds, label, bar)
         epochs_run[label] = len(out["val_agreement"])
         curves[label] = out["curve_p"]
         return out
 
-    ceiling_p, transfer_p = {}, {}
+    ceiling_p, transfer_p, refinements = {}, {}, {}
     for strong in config.strong:
         for seed in range(config.seeds):
             # The ceiling is the strong model trained on ground truth of B, selected on ground truth of val.
-            out = student(("ceiling", "", strong, None, seed), strong, seed, "xent", y[split.transfer].astype(np.float32), y[split.val].astype(np.float32),
+            out = student(("ceiling", "", strong, None, seed), strong, seed, parse_method("xent"), y[split.transfer].astype(np.float32), y[split.val].astype(np.float32),
                           "ground_truth")
             ceiling_p[strong, seed] = out["p_test"]
     for weak in config.weak:
@@ -161,9 +196,11 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
             for loss in config.losses:
                 for seed in range(config.seeds):
                     t_train, t_val = transfer_targets(weak_p[weak, seed], split)
-                    out = student(("transfer", weak, strong, loss, seed), strong, seed, loss, t_train, t_val,
-                                  weak_keys[weak, seed])
+                    out = student(("transfer", weak, strong, loss, seed), strong, seed, parse_method(loss), t_train,
+                                  t_val, weak_keys[weak, seed])
                     transfer_p[weak, strong, loss, seed] = out["p_test"]
+                    refinements[weak, strong, loss, seed] = _refinement_metrics(out, parse_method(loss), y,
+                                                                                weak_p[weak, seed], split)
 
     bar.close()
     predictions_path = results / "predictions" / f"{experiment}.npz"
@@ -184,6 +221,8 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                    + [(("transfer", *k), p) for k, p in transfer_p.items()]):
         role, weak, strong, loss, seed = key
         metrics = classification_metrics(y_test, p)
+        if role == "transfer":
+            metrics.update(refinements[key[1:]])
         if key in curves and len(curves[key]):
             metrics["curve"] = _learning_curve(curves[key], y_test, weak_p[weak, seed][split.test] if weak else None)
         array = {"floor": f"floor__{weak}__s{seed}", "ceiling": f"ceiling__{strong}__s{seed}",
@@ -204,7 +243,7 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                             timings=timings, cache_hits=cache.hits)
 
 
-def _featurize(task: TaskData, split: Split, config: ExperimentConfig, featurizers: dict, timings: dict) -> dict:
+def _featurize(task: TaskData, split: Split, weak_models: set[str], featurizers: dict, timings: dict) -> dict:
     """Weak models need every item (they train on A); strong-only models need B, the validation slice and test.
 
     Pairwise tasks: an item's features are features(text) - features(text_b), both from one ``transform`` call
@@ -214,7 +253,7 @@ def _featurize(task: TaskData, split: Split, config: ExperimentConfig, featurize
     student_items = np.sort(np.concatenate([split.transfer, split.val, split.test]))
     out = {}
     for model, featurizer in featurizers.items():
-        items = everything if model in config.weak else student_items
+        items = everything if model in weak_models else student_items
         texts = [task.texts[i] for i in items]
         t0 = time.perf_counter()
         if task.texts_b is None:
@@ -226,6 +265,81 @@ def _featurize(task: TaskData, split: Split, config: ExperimentConfig, featurize
         cache_id = "tfidf-v1" if model == "tfidf" else featurizer.store().root.name
         out[model] = _Features(matrix, items, len(task), cache_id)
     return out
+
+
+def task_prompt(name: str, task: TaskData) -> tuple[str, tuple[str, str]]:
+    """The task's LM prompt (template, label words); the generic yes/no prompt when the task has none."""
+    from ..supervisors.prompted import DEFAULT_PROMPT, check_prompt
+    from ..tasks import TASKS, get_spec
+    from ..errors import ConfigError
+
+    if task.texts_b is not None:
+        raise ConfigError(f"task {name!r} is pairwise: a prompted supervisor scores single texts only")
+    spec = get_spec(name) if name in TASKS else None
+    prompt = (spec.prompt if spec is not None and spec.prompt else DEFAULT_PROMPT)
+    check_prompt(*prompt)
+    return prompt
+
+
+def prompt_fingerprint(model: str, cache_dir) -> str:
+    from ..models import resolve
+    from ..models.features import model_fingerprint
+
+    return model_fingerprint(resolve(model, cache=cache_dir))
+
+
+def _fit_student(feats: _Features, split: Split, t_train: np.ndarray, t_val: np.ndarray, method: Method, *,
+                 head: str, head_params: dict, seed: int) -> dict:
+    """One student stage: optional label filter, the student, optional self-training rounds.
+
+    Receives targets only (weak labels, or ground truth for the ceiling); returns test predictions, per-epoch
+    curves, the filter's kept mask over B, and each round's predictions on test and on B.
+    """
+    X_train, X_val = feats.take(split.transfer), feats.take(split.val)
+    X_predict = feats.take(np.concatenate([split.test, split.transfer]))  # test first, then B
+    n_test = len(split.test)
+    keep = np.ones(len(t_train), dtype=bool)
+    if method.label_filter == "entropy":
+        keep = entropy_keep(t_train)
+    elif method.label_filter == "filter":
+        keep = confident_keep(cross_fitted(X_train, t_train, head=head, head_params=head_params, loss=method.loss,
+                                           seed=seed), t_train)
+    p, history = train_student(X_train[keep], t_train[keep], X_val, t_val, X_predict, head=head,
+                               head_params=head_params, loss=method.loss, loss_params=None, seed=seed)
+    rounds = [p]
+    for r in range(method.self_rounds):
+        targets, train = pseudo_labels(rounds[-1][n_test:], t_train, seed=seed + 1000 * (r + 1))
+        p, _ = train_student(X_train[train], targets[train], X_val, t_val, X_predict, head=head,
+                             head_params=head_params, loss=method.loss, loss_params=None, seed=seed + r + 1)
+        rounds.append(p)
+    curve = [h["monitor_p"][:n_test] for h in history if "monitor_p" in h]
+    return {"p_test": rounds[-1][:n_test], "val_agreement": np.array([h.get("val_agreement", np.nan) for h in history]),
+            "curve_p": np.stack(curve).astype(np.float16) if curve else np.zeros((0, n_test), np.float16),
+            "kept": keep, "round_p": np.stack(rounds).astype(np.float32)}
+
+
+def _refinement_metrics(out: dict, method: Method, y: np.ndarray, weak_p: np.ndarray, split: Split) -> dict:
+    """Reporting only (ground truth is used here, after training): how many weak labels a filter removed and
+    how many of those were wrong; per self-training round, test accuracy, pseudo-label accuracy on B,
+    agreement with the original supervisor and the share of class 1 (the error-amplification curve)."""
+    y_b, weak_b = y[split.transfer], weak_p[split.transfer] >= 0.5
+    metrics = {}
+    removed = ~out["kept"]
+    if method.label_filter:
+        metrics["filter"] = {"removed": int(removed.sum()), "removed_share": float(removed.mean()),
+                             "removed_actually_wrong": float((weak_b[removed] != (y_b[removed] == 1)).mean())
+                             if removed.any() else None,
+                             "weak_error_rate": float((weak_b != (y_b == 1)).mean())}
+    n_test = len(split.test)
+    if len(out["round_p"]) > 1:
+        metrics["self_training"] = []
+        for r, p in enumerate(out["round_p"]):
+            test_hard, b_hard = p[:n_test] >= 0.5, p[n_test:] >= 0.5
+            metrics["self_training"].append({
+                "round": r, "test_accuracy": float((test_hard == (y[split.test] == 1)).mean()),
+                "pseudo_label_accuracy": float((b_hard == (y_b == 1)).mean()),
+                "agreement_with_supervisor": float((b_hard == weak_b).mean()), "share_of_1": float(b_hard.mean())})
+    return metrics
 
 
 def _learning_curve(curve_p: np.ndarray, y_test: np.ndarray, weak_test: np.ndarray | None) -> dict:

@@ -70,3 +70,18 @@ def train_student(X_train, t_train: np.ndarray, X_val, t_val: np.ndarray, X_pred
     student = HEADS.get(head)(**{**head_params, "loss": loss, "loss_params": loss_params, "seed": seed})
     student.fit(X_train, t_train, eval_set=(X_val, t_val), monitor=X_predict)
     return student.predict_proba(X_predict)[:, 1], student.history_
+
+
+def cross_fitted(X, t: np.ndarray, *, head: str, head_params: dict, loss: str, seed: int, folds: int = 5) -> np.ndarray:
+    """Out-of-fold predictions (n,) of a student trained on the other folds' targets ``t`` (weak labels),
+    each fold predicted by a model that never saw it. No ground truth is involved."""
+    order = np.random.default_rng(seed).permutation(len(t))
+    fold_of = np.empty(len(t), dtype=np.int64)
+    fold_of[order] = np.arange(len(t)) % folds
+    out = np.empty(len(t), dtype=np.float32)
+    for k in range(folds):
+        held = fold_of == k
+        student = HEADS.get(head)(**{**head_params, "loss": loss, "seed": seed + k})
+        student.fit(X[~held], t[~held])
+        out[held] = student.predict_proba(X[held])[:, 1]
+    return out

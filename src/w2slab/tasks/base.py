@@ -84,6 +84,7 @@ class TaskSpec:
     frozen_features_learnable: bool = True
     hub_rows: Callable[[list[Row]], list[Row]] | None = None  # maps Hub columns onto the local rows' fields
     conversion: str = ""  # the binary/balance rule in words, for dataset cards
+    prompt: tuple[str, tuple[str, str]] | None = None  # (template with {text}, (word for 0, word for 1)) for LMs
 
 
 def balance(items: Sequence[Item], *, seed: int = 0) -> list[Item]:

@@ -74,6 +74,7 @@ BOOLQ = TaskSpec(
     licence="CC BY-SA 3.0", hub=("google/boolq", None, ("validation",)), local_files=("boolq/dev.jsonl",),
     read_local=lambda d: read_jsonl(d / "boolq/dev.jsonl"), convert=_convert_boolq,
     template="Question: {question}?\nPassage: {passage}", frozen_features_learnable=False,
+    prompt=("{text}\nAnswer the question with yes or no.\nAnswer:", ("no", "yes")),
     conversion="answer true → 1; items grouped by passage; majority class downsampled (seed 0)")
 
 

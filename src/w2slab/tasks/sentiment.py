@@ -28,6 +28,7 @@ SST2 = TaskSpec(
     read_local=lambda d: [r for s in ("train", "dev", "test") for r in read_label_text_lines(d / f"sst2/stsa.binary.{s}")],
     convert=lambda rows: _binary_items(rows, "sst2"),
     template="{sentence}",
+    prompt=("Review: {text}\nIs the sentiment of this review positive or negative?\nAnswer:", ("negative", "positive")),
     conversion="all splits pooled; majority class downsampled (seed 0)",
 )
 
@@ -52,6 +53,7 @@ SST2_GLUE = TaskSpec(
     convert=lambda rows: _binary_items(rows, "sst2g"),
     hub_rows=lambda rows: [{**r, "text": r["sentence"]} for r in rows],
     template="{sentence}",
+    prompt=("Review: {text}\nIs the sentiment of this review positive or negative?\nAnswer:", ("negative", "positive")),
     conversion="GLUE train + validation pooled; majority class downsampled (seed 0)",
 )
 
@@ -86,6 +88,7 @@ TWEETEVAL = TaskSpec(
     read_local=_read_tweeteval,
     convert=_convert_tweeteval,
     template="{tweet}",
+    prompt=("Tweet: {text}\nIs the sentiment of this tweet positive or negative?\nAnswer:", ("negative", "positive")),
     conversion="0 negative → 0, 2 positive → 1, 1 neutral dropped; majority class downsampled (seed 0)",
 )
 
@@ -129,5 +132,6 @@ AMAZON = TaskSpec(
     read_local=_read_amazon,
     convert=_convert_amazon,
     template="Title: {title}\nReview: {content}",
+    prompt=("Review: {text}\nIs the sentiment of this review positive or negative?\nAnswer:", ("negative", "positive")),
     conversion="positive files → 1, negative → 0 (already balanced, 1,000 each per domain)",
 )

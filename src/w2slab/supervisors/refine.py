@@ -1,0 +1,107 @@
+"""Transfer-time refinements of weak labels: filtering and self-training (the confirmation-bias loop).
+
+A method string is ``loss[+modifier]`` (e.g. ``xent+filter``, ``logconf+self3``):
+- ``filter``: drop weak labels that the strong model's own cross-fitted predictions (trained on the other
+  folds' weak labels, never on ground truth) contradict confidently (confident learning's per-class
+  thresholds);
+- ``entropy``: drop the 20% of weak labels the supervisor is least sure of;
+- ``selfN``: N rounds of self-training after the first student: the student labels half B, its most
+  confident half per class become hard pseudo-labels, a quarter of B keeps the supervisor's labels (so the
+  supervisor is never forgotten entirely), and a fresh student is trained on that mix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from ..errors import ConfigError
+
+MODIFIERS = ("filter", "entropy", "self<N>")
+ENTROPY_DROP = 0.2
+SELF_KEEP = 0.5
+SELF_SUPERVISED_SHARE = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A parsed method: the loss name and optional label filter and self-training rounds."""
+
+    name: str
+    loss: str
+    label_filter: str | None = None
+    self_rounds: int = 0
+
+
+def parse_method(name: str) -> Method:
+    """'logconf+self3' → Method(loss='logconf', self_rounds=3); raises ConfigError on unknown parts."""
+    from ..training import LOSSES
+
+    loss, *mods = [part.strip() for part in name.split("+")]
+    if loss not in LOSSES:
+        raise ConfigError(f"method {name!r}: " + LOSSES.unknown_message(loss))
+    label_filter, rounds = None, 0
+    for mod in mods:
+        match = re.fullmatch(r"self(\d+)", mod)
+        if mod in ("filter", "entropy") and label_filter is None:
+            label_filter = mod
+        elif match and rounds == 0 and 1 <= int(match.group(1)) <= 10:
+            rounds = int(match.group(1))
+        else:
+            raise ConfigError(f"method {name!r}: unknown or repeated modifier {mod!r} (allowed once each: filter or "
+                              "entropy, and self1 … self10)")
+    return Method(name, loss, label_filter, rounds)
+
+
+def entropy_keep(weak: np.ndarray, *, drop_fraction: float = ENTROPY_DROP) -> np.ndarray:
+    """Boolean mask (n,) keeping all but the ``drop_fraction`` least confident weak labels (|p - 0.5| smallest)."""
+    if not 0 <= drop_fraction < 1:
+        raise ConfigError(f"drop_fraction must be in [0, 1), got {drop_fraction}")
+    n_drop = int(round(drop_fraction * len(weak)))
+    keep = np.ones(len(weak), dtype=bool)
+    keep[np.argsort(np.abs(weak - 0.5), kind="stable")[:n_drop]] = False
+    return keep
+
+
+def confident_keep(cross_fitted: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """Mask keeping every weak label that the cross-fitted strong prediction does not confidently contradict.
+
+    Confident learning's per-class thresholds: t_c is the strong model's mean probability of class c over the
+    items whose weak label is c. An item labelled 0 is contradicted when its P(1) >= t_1, one labelled 1 when
+    its P(0) >= t_0; thresholds adapt to how confident the (weakly trained) strong model is at all.
+    """
+    labelled_1 = weak >= 0.5
+    if labelled_1.all() or not labelled_1.any():
+        return np.ones(len(weak), dtype=bool)
+    t1 = cross_fitted[labelled_1].mean()
+    t0 = (1 - cross_fitted[~labelled_1]).mean()
+    contradicted = (~labelled_1 & (cross_fitted >= t1)) | (labelled_1 & (1 - cross_fitted >= t0))
+    keep = ~contradicted
+    if not keep.any():
+        raise ConfigError("the confident filter removed every weak label")
+    return keep
+
+
+def pseudo_labels(student_p: np.ndarray, weak: np.ndarray, *, seed: int, keep: float = SELF_KEEP,
+                  supervised_share: float = SELF_SUPERVISED_SHARE) -> tuple[np.ndarray, np.ndarray]:
+    """One self-training relabelling of B: (targets (n,), mask of the items trained on (n,)).
+
+    The student's most confident ``keep`` share *per predicted class* gets its hard prediction as target; a
+    random ``supervised_share`` of B (seeded) keeps the supervisor's soft label instead.
+    """
+    if not 0 < keep <= 1 or not 0 <= supervised_share < 1:
+        raise ConfigError(f"keep must be in (0, 1] and supervised_share in [0, 1), got {keep}, {supervised_share}")
+    hard = (student_p >= 0.5).astype(np.float32)
+    targets = hard.copy()
+    train = np.zeros(len(hard), dtype=bool)
+    for cls in (0, 1):
+        members = np.flatnonzero(hard == cls)
+        confident = members[np.argsort(-np.abs(student_p[members] - 0.5), kind="stable")]
+        train[confident[: int(np.ceil(keep * len(members)))]] = True
+    supervised = np.random.default_rng(seed).random(len(hard)) < supervised_share
+    targets[supervised] = weak[supervised]
+    train |= supervised
+    if not train.any():
+        raise ConfigError("self-training kept no example")
+    return targets, train

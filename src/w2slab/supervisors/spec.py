@@ -1,0 +1,50 @@
+"""Supervisor specs: the strings that name a weak supervisor in configs and on the command line.
+
+- ``minilm`` (any model name): a weak model trained on half A with ground truth;
+- ``tfidf+minilm+smollm2@ds``: an ensemble of weak models combined by a label model (``mean``, ``vote``,
+  ``ds`` = Dawid–Skene; default ``mean``) fitted without ground truth;
+- ``prompt:smollm2``: a causal LM prompted zero-shot, scoring the task's two label words (no training).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisorSpec:
+    """kind: 'model', 'ensemble' or 'prompt'; models: the model name(s); combine: the label model."""
+
+    name: str
+    kind: str
+    models: tuple[str, ...]
+    combine: str | None = None
+
+
+def parse_supervisor(name: str) -> SupervisorSpec:
+    """Parse a supervisor string (see the module docstring); raises ConfigError on a malformed one."""
+    from .label_models import LABEL_MODELS
+
+    text = name.strip()
+    if text.startswith("prompt:"):
+        model = text.split(":", 1)[1]
+        if not model:
+            raise ConfigError(f"supervisor {name!r}: give the LM after 'prompt:', e.g. prompt:smollm2")
+        return SupervisorSpec(name, "prompt", (model,))
+    if "+" in text or "@" in text:
+        members, _, how = text.partition("@")
+        models = tuple(m.strip() for m in members.split("+") if m.strip())
+        how = how or "mean"
+        if len(models) < 2:
+            raise ConfigError(f"supervisor {name!r}: an ensemble needs at least two models joined by '+'")
+        if len(set(models)) != len(models):
+            raise ConfigError(f"supervisor {name!r}: a model is named twice in the ensemble")
+        if how not in LABEL_MODELS:
+            raise ConfigError(f"supervisor {name!r}: " + LABEL_MODELS.unknown_message(how))
+        if how == "ds" and len(models) < 3:
+            # with two conditionally independent voters the error rates are not identifiable: EM drifts to
+            # a degenerate solution (seen on SST-2: constant posterior)
+            raise ConfigError(f"supervisor {name!r}: Dawid-Skene needs at least three supervisors")
+        return SupervisorSpec(name, "ensemble", models, how)
+    return SupervisorSpec(name, "model", (text,))
