@@ -9,11 +9,12 @@ Run: .venv/bin/python benchmarks/bench_tasks.py [--n 1500]
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
 
-from common import ROOT, save
+from common import OUT, ROOT, save
 from w2slab.models import make_featurizer
 from w2slab.paths import data_dir
 from w2slab.runner.protocol import group_split
@@ -40,9 +41,14 @@ def probe(model: str, task, split, seed: int = 0) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1500)
+    parser.add_argument("--tasks", help="comma-separated subset to re-measure; other rows kept from the last run")
     args = parser.parse_args()
+    names = args.tasks.split(",") if args.tasks else TASKS.names()
+    previous = {}
+    if args.tasks and (OUT / "tasks.json").is_file():
+        previous = {r["task"]: r for r in json.loads((OUT / "tasks.json").read_text())["rows"]}
     rows = []
-    for name in TASKS.names():
+    for name in names:
         t0 = time.perf_counter()
         spec = get_spec(name)
         source_rows = len(read_rows(spec, data_dir()))
@@ -58,6 +64,7 @@ def main() -> None:
         row["seconds"] = round(time.perf_counter() - t0, 1)
         print(row, flush=True)
         rows.append(row)
+    rows = sorted({**previous, **{r["task"]: r for r in rows}}.values(), key=lambda r: r["task"])
     save("tasks", {"command": f"python benchmarks/bench_tasks.py --n {args.n}", "rows": rows})
     write_cards(rows, args.n)
 

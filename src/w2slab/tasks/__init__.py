@@ -93,7 +93,7 @@ def load_task(name: str, *, data_dir: str | os.PathLike | None = None, n_example
     return subsample(task, n_examples, seed=seed)
 
 
-CONVERSION_VERSION = 1  # bump when any conversion changes, so cached conversions are not reused
+CONVERSION_VERSION = 3  # bump when any conversion changes, so cached conversions are not reused
 
 
 def _cache_file(spec: TaskSpec, data_dir: Path | None) -> Path | None:

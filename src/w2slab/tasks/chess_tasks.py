@@ -1,6 +1,8 @@
 """Chess: is the candidate move the best move of the position? Positions from Lichess puzzles and BIG-bench
-checkmate_in_one; each position gives its solution move (label 1) and one legal move drawn at random
-(seeded by the position) that is not the solution (label 0). Moves are written in SAN."""
+checkmate_in_one; each position gives its solution move (label 1) and one other legal move (label 0), drawn
+at random (seeded by the position) among those moved by the same piece type and capturing iff the solution
+does, when there are such moves. Moves are written in SAN without the check and
+mate marks ('+', '#'), which would reveal a mate-in-one answer (a probe scored 1.000 with them)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,13 +30,20 @@ def _items(board, solution, group: str, where: str, *, exclude_mates: bool = Fal
     legal = [m for m in board.legal_moves if m != solution]
     if solution not in board.legal_moves:
         raise DataError(f"{where}: the solution move is not legal in this position")
-    order = np.random.default_rng(stable_seed(board.fen())).permutation(len(legal))
+    # Prefer a distractor moved by the same piece type, and capturing iff the solution captures, so that
+    # surface features (a queen move, an 'x') do not give the answer away; fall back to any legal move.
+    piece = board.piece_type_at(solution.from_square)
+    captures = board.is_capture(solution)
+    rank = [(board.piece_type_at(m.from_square) != piece) + (board.is_capture(m) != captures) for m in legal]
+    shuffled = np.random.default_rng(stable_seed(board.fen())).permutation(len(legal))
+    order = sorted(shuffled, key=lambda i: rank[i])
     candidates = (legal[i] for i in order if not (exclude_mates and _gives_mate(board, legal[i])))
     distractor = next(candidates, None)
     if distractor is None:
         raise DataError(f"{where}: no legal move other than the solution")
     side = "white" if board.turn == chess.WHITE else "black"
-    return [Item(TEMPLATE.format(fen=board.fen(), side=side, move=board.san(move)), label, group)
+    # SAN without its check (+) and mate (#) marks: those would give the answer away
+    return [Item(TEMPLATE.format(fen=board.fen(), side=side, move=board.san(move).rstrip("+#")), label, group)
             for move, label in ((solution, 1), (distractor, 0))]
 
 
@@ -95,13 +104,15 @@ LICHESS = TaskSpec(
     licence="CC0 (Lichess puzzle database)", hub=("Lichess/chess-puzzles", None, ("train",)),
     local_files=("lichess_puzzles/puzzles.csv",),
     read_local=lambda d: read_csv(d / "lichess_puzzles/puzzles.csv", ("PuzzleId", "FEN", "Moves")),
-    convert=_convert_puzzles, template=TEMPLATE, frozen_features_learnable=False,
-    conversion="position after the opponent's first move; solution move → 1, one other legal move (seeded) → 0")
+    convert=_convert_puzzles, template=TEMPLATE,
+    conversion="position after the opponent's first move; solution move → 1, one other legal move (seeded; same "
+               "piece type and capture status when possible) → 0")
 
 CHECKMATE = TaskSpec(
-    name="chess_mate_in_one", description="BIG-bench checkmate_in_one: does the candidate move give mate?",
+    name="chess_mate_in_one", frozen_features_learnable=True, description="BIG-bench checkmate_in_one: does the candidate move give mate?",
     licence="Apache-2.0 (BIG-bench)", hub=("tasksource/bigbench", "checkmate_in_one", ("train", "validation")),
     local_files=("bigbench/checkmate_in_one.json",), read_local=_read_checkmate, convert=_convert_checkmate,
     hub_rows=lambda rows: [{"input": r["inputs"], "target": r["targets"], "_src": r["_src"]} for r in rows],
-    template=TEMPLATE, frozen_features_learnable=False,
-    conversion="position after the game's moves; the mating move → 1, one other legal non-mating move (seeded) → 0")
+    template=TEMPLATE,
+    conversion="position after the game's moves; the mating move → 1, one other legal non-mating move (seeded; "
+               "same piece type and capture status when possible) → 0")

@@ -31,6 +31,6 @@ ANLI = TaskSpec(
     convert=_convert_anli,
     hub_rows=lambda rows: [{"context": r["premise"], "statement": r["hypothesis"],
                             "gold_label": "enc"[r["label"]], "_src": r["_src"]} for r in rows],
-    template="Premise: {premise}\nHypothesis: {hypothesis}", frozen_features_learnable=False,
+    template="Premise: {premise}\nHypothesis: {hypothesis}",
     prompt=("{text}\nDoes the premise imply the hypothesis? Answer yes or no.\nAnswer:", ("no", "yes")),
     conversion="entailment → 1, neutral and contradiction → 0; grouped by premise; majority class downsampled (seed 0)")

@@ -57,10 +57,9 @@ def _convert_hh(rows: list[Row]) -> list[Item]:
 
 
 HH_RLHF = TaskSpec(
-    name="hh_rlhf_harmless", description="Anthropic HH-RLHF harmless-base (test): is reply A preferred over reply B?",
+    name="hh_rlhf_harmless", frozen_features_learnable=True, description="Anthropic HH-RLHF harmless-base (test): is reply A preferred over reply B?",
     licence="MIT", hub=("Anthropic/hh-rlhf", None, ("test",)), local_files=("hh_rlhf/harmless-base_test.jsonl.gz",),
     read_local=_read_hh, convert=_convert_hh, template="pairwise: " + HH_TEMPLATE.replace("\n", "\\n"),
-    frozen_features_learnable=False,
     conversion="pairwise (conversation, reply A, reply B); the chosen reply is B in a seeded half of the rows; "
                "label 1 = A preferred; rows with identical replies dropped; features(A) - features(B)")
 
@@ -87,7 +86,7 @@ def _hhh(subset: str) -> TaskSpec:
         hub_rows=lambda rows: [{"input": r["input"], "target_scores": dict(zip(r["targets"]["choices"],
                                                                                 r["targets"]["labels"])),
                                 "_src": r["_src"]} for r in rows],
-        template="pairwise: Assistant: {reply}\\n\\nHuman: {prompt}", frozen_features_learnable=False,
+        template="pairwise: Assistant: {reply}\\n\\nHuman: {prompt}",
         conversion="pairwise (prompt, reply A, reply B); preferred reply second in a seeded half; label 1 = A better")
 
 

@@ -52,7 +52,7 @@ SCIQ = TaskSpec(
     read_local=lambda d: read_json_list(d / "sciq/valid.json") + read_json_list(d / "sciq/test.json"),
     convert=lambda rows: _mc(rows, ("question", "correct_answer", "distractor1", "distractor2", "distractor3"),
                              _sciq, "sciq"),
-    template="Q: {question}\nAnswer: {candidate}", frozen_features_learnable=False, conversion=MC_RULE)
+    template="Q: {question}\nAnswer: {candidate}", conversion=MC_RULE)
 
 
 # --- BoolQ ----------------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ BOOLQ = TaskSpec(
     name="boolq", description="BoolQ yes/no questions about a Wikipedia passage: is the answer yes?",
     licence="CC BY-SA 3.0", hub=("google/boolq", None, ("validation",)), local_files=("boolq/dev.jsonl",),
     read_local=lambda d: read_jsonl(d / "boolq/dev.jsonl"), convert=_convert_boolq,
-    template="Question: {question}?\nPassage: {passage}", frozen_features_learnable=False,
+    template="Question: {question}?\nPassage: {passage}",
     prompt=("{text}\nAnswer the question with yes or no.\nAnswer:", ("no", "yes")),
     conversion="answer true → 1; items grouped by passage; majority class downsampled (seed 0)")
 
@@ -152,7 +152,7 @@ QUAIL = TaskSpec(
     convert=lambda rows: _mc(rows, ("context", "question", "answers", "correct_answer_id"),
                              lambda r: (f"Question: {r['question']}\nContext: {r['context']}", r["answers"],
                                         _correct_index(r, r["correct_answer_id"], len(r["answers"]))), "quail"),
-    template="Question: {question}\nContext: {context}\nAnswer: {candidate}", frozen_features_learnable=False,
+    template="Question: {question}\nContext: {context}\nAnswer: {candidate}",
     conversion=MC_RULE)
 
 
@@ -173,7 +173,7 @@ OPENBOOKQA = TaskSpec(
     hub_rows=lambda rows: [{"question": {"stem": r["question_stem"], "choices": [
         {"text": t, "label": lab} for t, lab in zip(r["choices"]["text"], r["choices"]["label"])]},
         "answerKey": r["answerKey"], "_src": r["_src"]} for r in rows],
-    template="Q: {question}\nAnswer: {candidate}", frozen_features_learnable=False, conversion=MC_RULE)
+    template="Q: {question}\nAnswer: {candidate}", conversion=MC_RULE)
 
 
 # --- PIQA -----------------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ TRUTHFULQA = TaskSpec(
     convert=_convert_truthfulqa,
     hub_rows=lambda rows: [{"Question": r["question"], "Correct Answers": ";".join(r["correct_answers"]),
                             "Incorrect Answers": ";".join(r["incorrect_answers"]), "_src": r["_src"]} for r in rows],
-    template="Q: {question}\nA: {answer}", frozen_features_learnable=False,
+    template="Q: {question}\nA: {answer}",
     conversion="per question, the first k true and k false answers (k = the smaller count) → balanced groups")
 
 
@@ -301,7 +301,7 @@ STRATEGYQA = TaskSpec(
     name="strategyqa", description="StrategyQA (BIG-bench): is the answer to the implicit-reasoning question yes?",
     licence="Apache-2.0 (BIG-bench)", hub=("tasksource/bigbench", "strategyqa", ("train", "validation")),
     local_files=("bigbench/strategyqa.json",), read_local=lambda d: read_bigbench(d / "bigbench/strategyqa.json"),
-    convert=_convert_strategyqa, template="Q: {question}", frozen_features_learnable=False,
+    convert=_convert_strategyqa, template="Q: {question}",
     conversion="target Yes → 1; majority class downsampled (seed 0)")
 
 

@@ -20,7 +20,7 @@ def _binary_items(rows: list[Row], prefix: str) -> list[Item]:
 
 
 SST2 = TaskSpec(
-    name="sst2",
+    name="sst2", frozen_features_learnable=True,
     description="Stanford Sentiment Treebank, sentence level: is the movie-review sentence positive?",
     licence="unspecified (research use)",
     hub=("SetFit/sst2", None, ("train", "validation", "test")),
@@ -44,7 +44,7 @@ def _read_sst2_glue(data_dir: Path) -> list[Row]:
 
 
 SST2_GLUE = TaskSpec(
-    name="sst2_glue",
+    name="sst2_glue", frozen_features_learnable=True,
     description="GLUE SST-2 (train phrases + validation sentences): is the phrase positive?",
     licence="unspecified (research use)",
     hub=("stanfordnlp/sst2", None, ("train", "validation")),
@@ -80,7 +80,7 @@ def _convert_tweeteval(rows: list[Row]) -> list[Item]:
 
 
 TWEETEVAL = TaskSpec(
-    name="tweeteval_sentiment",
+    name="tweeteval_sentiment", frozen_features_learnable=True,
     description="TweetEval sentiment (validation + test): is the tweet positive (neutral dropped)?",
     licence="research use (Twitter terms; see cardiffnlp/tweeteval)",
     hub=("cardiffnlp/tweet_eval", "sentiment", ("validation", "test")),
@@ -124,7 +124,7 @@ def _convert_amazon(rows: list[Row]) -> list[Item]:
 
 
 AMAZON = TaskSpec(
-    name="amazon_polarity",
+    name="amazon_polarity", frozen_features_learnable=True,
     description="Amazon product reviews (Blitzer multi-domain set, 4 domains; stand-in for amazon_polarity): positive?",
     licence="research use (Blitzer et al. 2007)",
     hub=("fancyzhx/amazon_polarity", None, ("test",)),
