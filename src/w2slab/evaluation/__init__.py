@@ -1,4 +1,5 @@
-"""Evaluation: accuracy / ROC AUC, imitation of the supervisor, PGR with paired-bootstrap intervals, and\nstatistics across tasks."""
+"""Evaluation: accuracy / ROC AUC, imitation of the supervisor, PGR with paired-bootstrap intervals,
+and statistics across tasks."""
 from .metrics import accuracy, classification_metrics, imitation_metrics, roc_auc
 from .pgr import PGRResult, pgr, pgr_with_ci
 from .stats import compare_paired, median_with_ci

@@ -91,6 +91,20 @@ def comparison_table(summaries: list[dict]) -> list[dict]:
     return rows
 
 
+def filter_table(runs: list[dict]) -> list[dict]:
+    """Transfer runs with a label filter: how many weak labels were removed, and how many of those were wrong."""
+    return [{"task": r["task"], "weak": r["weak"], "strong": r["strong"], "method": r["loss"], "seed": r["seed"],
+             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r["metrics"]["filter"].items()}}
+            for r in runs if r["role"] == "transfer" and "filter" in r["metrics"]]
+
+
+def self_training_table(runs: list[dict]) -> list[dict]:
+    """Self-training runs, one row per round: the error-amplification curve in numbers."""
+    return [{"task": r["task"], "weak": r["weak"], "strong": r["strong"], "method": r["loss"], "seed": r["seed"],
+             **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in rnd.items()}}
+            for r in runs if r["role"] == "transfer" for rnd in r["metrics"].get("self_training", [])]
+
+
 def write_report(*, results_dir: str | Path | None = None, out: str | Path | None = None,
                  experiment: str | None = None, task: str | None = None, everything: bool = False) -> Path:
     """Write ``index.html`` and CSV tables into ``out`` (default ``<results_dir>/report``); returns the page.
@@ -101,7 +115,8 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     summaries, runs = select_rows(ResultsStore(results / "results.sqlite"), experiment=experiment, task=task,
                                   everything=everything)
     tables = {"summaries": summary_table(summaries), "median_pgr": median_table(summaries),
-              "method_comparison": comparison_table(summaries), "imitation": imitation_table(summaries)}
+              "method_comparison": comparison_table(summaries), "imitation": imitation_table(summaries),
+              "label_filtering": filter_table(runs), "self_training": self_training_table(runs)}
     images = []
     for t in sorted({s["task"] for s in summaries}):
         images.append((f"{t}: test accuracy vs student size", figures.accuracy_vs_size(summaries, t)))
@@ -179,6 +194,13 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
         ("Imitation: does the student copy its supervisor's errors?", "imitation",
          "Agreement of the student's hard test predictions with the supervisor's, where the supervisor is wrong vs "
          "right. Near 1.0 where wrong: errors copied; a strong student that generalises disagrees with them."),
+        ("Label filtering", "label_filtering",
+         "Weak labels removed before training on half B, and the share of removed labels that were actually wrong "
+         "(ground truth is used here for reporting only), next to the weak labels' overall error rate."),
+        ("Self-training rounds", "self_training",
+         "Round 0 is the student on the supervisor's labels; each later round retrains on its own confident "
+         "pseudo-labels (plus a quarter of supervisor labels). Falling pseudo-label accuracy or drifting class "
+         "balance is error amplification."),
     ]
     body = "".join(f"<h2>{title}</h2><p>{note}</p>{_table_html(name, tables[name])}" for title, name, note in sections)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(provenance.items()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -119,90 +120,32 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
     features = _featurize(task, split, set(trained), featurizers, timings)
     cache = StageCache(resolve_cache_dir(cache_dir) / "stages" if reuse else None)
     experiment = stable_hash({"config": config.to_dict(), "data": data_key})[:16]
-    head_params = {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
+    n_fits = config.seeds * (len(config.weak) + len(config.strong) + len(config.weak) * len(config.strong)
+                             * len(config.losses))
+    stages = _Stages(config=config, task=task, split=split, features=features, cache=cache, data_key=data_key,
+                     cache_dir=cache_dir, progress=progress,
+                     bar=tqdm(total=n_fits, desc="weak, ceiling and transfer runs", disable=not progress or None,
+                              leave=False))
     y = task.labels
-    predict_rows = np.concatenate([split.transfer, split.val, split.test])  # everything the weak model labels
-
-    weak_p, weak_keys, stage_seconds, epochs_run, curves = {}, {}, {}, {}, {}
-    n_pairs = len(config.weak) * len(config.strong)
-    n_fits = config.seeds * (len(config.weak) + len(config.strong) + n_pairs * len(config.losses))
-    bar = tqdm(total=n_fits, desc="weak, ceiling and transfer runs", disable=not progress or None, leave=False)
-    def weak_model_p(model: str, seed: int) -> tuple[np.ndarray, str]:
-        """A weak model trained on A with ground truth; its soft labels on B, val and test."""
-        key = cache.key("weak", STAGE_VERSION, {"features": features[model].cache_id, "head": config.weak_head,
-                                                 "head_params": head_params, "seed": seed}, [data_key])
-
-        def fit():
-            p = np.full(len(y), np.nan, dtype=np.float32)
-            p[predict_rows] = train_weak(features[model].take(split.weak), y[split.weak], task.groups[split.weak],
-                                         features[model].take(predict_rows), head=config.weak_head,
-                                         head_params=head_params, seed=seed)
-            return {"p": p}
-
-        return cache.get_or_compute("weak", key, fit)["p"], key
-
-    def supervisor_p(spec: SupervisorSpec, seed: int) -> dict:
-        if spec.kind == "model":
-            p, key = weak_model_p(spec.models[0], seed)
-            return {"p": p, "key": key}
-        if spec.kind == "ensemble":
-            members = {m: weak_model_p(m, seed) for m in spec.models}
-            p = np.full(len(y), np.nan, dtype=np.float32)
-            # the label model sees only the members' votes on unlabelled items: no ground truth
-            p[predict_rows] = combine({m: v[0][predict_rows] for m, v in members.items()}, how=spec.combine)
-            return {"p": p, "key": stable_hash([spec.combine] + [members[m][1] for m in spec.models])}
-        prompt = task_prompt(config.task, task)
-        key = cache.key("prompt", STAGE_VERSION, {"model": spec.models[0], "prompt": prompt,
-                                                   "weights": prompt_fingerprint(spec.models[0], cache_dir)}, [data_key])
-
-        def score():
-            lm = PromptedLM(model=spec.models[0], template=prompt[0], label_words=prompt[1], cache=cache_dir,
-                            progress=progress)
-            p = np.full(len(y), np.nan, dtype=np.float32)
-            p[predict_rows] = lm.predict_proba([task.texts[i] for i in predict_rows])[:, 1]
-            return {"p": p}
-
-        return {"p": cache.get_or_compute("prompt", key, score)["p"], "key": key}
-
+    weak_p, weak_keys = {}, {}
     for spec in supervisors:
         for seed in range(config.seeds):
-            label = ("floor", spec.name, "", None, seed)
-            t0 = time.perf_counter()
-            out = supervisor_p(spec, seed)
-            stage_seconds[label] = time.perf_counter() - t0
-            bar.update()
-            weak_p[spec.name, seed], weak_keys[spec.name, seed] = out["p"], out["key"]
-
-    def student(label, strong, seed, method: Method, t_train, t_val, target_key):
-        key = cache.key("student", STAGE_VERSION, {"features": features[strong].cache_id, "head": config.head,
-                                                    "head_params": head_params, "method": method.name, "seed": seed,
-                                                    "targets": target_key}, [data_key])
-        fit = functools.partial(_fit_student, features[strong], split, t_train, t_val, method,
-                                head=config.head, head_params=head_params, seed=seed)
-        out = _timed(cache, "student", key, fit, stage_seconds, label, bar)
-        epochs_run[label] = len(out["val_agreement"])
-        curves[label] = out["curve_p"]
-        return out
-
+            weak_p[spec.name, seed], weak_keys[spec.name, seed] = stages.supervisor(spec, seed)
     ceiling_p, transfer_p, refinements = {}, {}, {}
     for strong in config.strong:
         for seed in range(config.seeds):
-            # The ceiling is the strong model trained on ground truth of B, selected on ground truth of val.
-            out = student(("ceiling", "", strong, None, seed), strong, seed, parse_method("xent"), y[split.transfer].astype(np.float32), y[split.val].astype(np.float32),
-                          "ground_truth")
+            # The ceiling: the strong model trained on ground truth of B, selected on ground truth of val.
+            truth = y[split.transfer].astype(np.float32), y[split.val].astype(np.float32)
+            out = stages.student(("ceiling", "", strong, None, seed), parse_method("xent"), *truth, "ground_truth")
             ceiling_p[strong, seed] = out["p_test"]
-    for weak in config.weak:
-        for strong in config.strong:
-            for loss in config.losses:
-                for seed in range(config.seeds):
-                    t_train, t_val = transfer_targets(weak_p[weak, seed], split)
-                    out = student(("transfer", weak, strong, loss, seed), strong, seed, parse_method(loss), t_train,
-                                  t_val, weak_keys[weak, seed])
-                    transfer_p[weak, strong, loss, seed] = out["p_test"]
-                    refinements[weak, strong, loss, seed] = _refinement_metrics(out, parse_method(loss), y,
-                                                                                weak_p[weak, seed], split)
-
-    bar.close()
+    for weak, strong, loss, seed in itertools.product(config.weak, config.strong, config.losses, range(config.seeds)):
+        method = parse_method(loss)
+        t_train, t_val = transfer_targets(weak_p[weak, seed], split)
+        out = stages.student(("transfer", weak, strong, loss, seed), method, t_train, t_val, weak_keys[weak, seed])
+        transfer_p[weak, strong, loss, seed] = out["p_test"]
+        refinements[weak, strong, loss, seed] = _refinement_metrics(out, method, y, weak_p[weak, seed], split)
+    stages.bar.close()
+    stage_seconds, epochs_run, curves = stages.seconds, stages.epochs, stages.curves
     predictions_path = results / "predictions" / f"{experiment}.npz"
     arrays = {"test_index": split.test, "y_test": y[split.test]}
     arrays.update({f"floor__{w}__s{s}": p[split.test] for (w, s), p in weak_p.items()})
@@ -241,6 +184,96 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
     return ExperimentResult(config=config, experiment=experiment, summaries=summaries, runs=runs,
                             split_sizes=split.sizes(), store_path=store_path, predictions_path=predictions_path,
                             timings=timings, cache_hits=cache.hits)
+
+
+@dataclasses.dataclass
+class _Stages:
+    """The cached stages of one experiment: supervisors' labels and students' predictions, with timings."""
+
+    config: ExperimentConfig
+    task: TaskData
+    split: Split
+    features: dict
+    cache: StageCache
+    data_key: str
+    cache_dir: str | Path | None
+    progress: bool
+    bar: object
+    seconds: dict = dataclasses.field(default_factory=dict)
+    epochs: dict = dataclasses.field(default_factory=dict)
+    curves: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def head_params(self) -> dict:
+        return {k: getattr(self.config, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
+
+    @property
+    def labelled_rows(self) -> np.ndarray:
+        """Items a supervisor labels: B, the validation slice and the test set."""
+        return np.concatenate([self.split.transfer, self.split.val, self.split.test])
+
+    def supervisor(self, spec: SupervisorSpec, seed: int) -> tuple[np.ndarray, str]:
+        """Soft labels (n,) of a supervisor on B, val and test (NaN elsewhere), and their cache key."""
+        t0 = time.perf_counter()
+        if spec.kind == "model":
+            p, key = self._weak_model(spec.models[0], seed)
+        elif spec.kind == "ensemble":
+            members = {m: self._weak_model(m, seed) for m in spec.models}
+            rows = self.labelled_rows
+            p = np.full(len(self.task), np.nan, dtype=np.float32)
+            # the label model sees only the members' votes on unlabelled items: no ground truth
+            p[rows] = combine({m: v[0][rows] for m, v in members.items()}, how=spec.combine)
+            key = stable_hash([spec.combine] + [members[m][1] for m in spec.models])
+        else:
+            p, key = self._prompted(spec.models[0])
+        self.seconds["floor", spec.name, "", None, seed] = time.perf_counter() - t0
+        self.bar.update()
+        return p, key
+
+    def _weak_model(self, model: str, seed: int) -> tuple[np.ndarray, str]:
+        """A weak model trained on A with ground truth."""
+        cfg, split, feats, y = self.config, self.split, self.features[model], self.task.labels
+        key = self.cache.key("weak", STAGE_VERSION, {"features": feats.cache_id, "head": cfg.weak_head,
+                                                      "head_params": self.head_params, "seed": seed}, [self.data_key])
+
+        def fit():
+            p = np.full(len(y), np.nan, dtype=np.float32)
+            p[self.labelled_rows] = train_weak(feats.take(split.weak), y[split.weak], self.task.groups[split.weak],
+                                               feats.take(self.labelled_rows), head=cfg.weak_head,
+                                               head_params=self.head_params, seed=seed)
+            return {"p": p}
+
+        return self.cache.get_or_compute("weak", key, fit)["p"], key
+
+    def _prompted(self, model: str) -> tuple[np.ndarray, str]:
+        """A prompted LM's calibrated label-word probabilities (the same for every seed)."""
+        prompt = task_prompt(self.config.task, self.task)
+        key = self.cache.key("prompt", STAGE_VERSION, {"model": model, "prompt": prompt,
+                                                        "weights": prompt_fingerprint(model, self.cache_dir)},
+                             [self.data_key])
+
+        def score():
+            lm = PromptedLM(model=model, template=prompt[0], label_words=prompt[1], cache=self.cache_dir,
+                            progress=self.progress)
+            p = np.full(len(self.task), np.nan, dtype=np.float32)
+            p[self.labelled_rows] = lm.predict_proba([self.task.texts[i] for i in self.labelled_rows])[:, 1]
+            return {"p": p}
+
+        return self.cache.get_or_compute("prompt", key, score)["p"], key
+
+    def student(self, label: tuple, method: Method, t_train: np.ndarray, t_val: np.ndarray, target_key: str) -> dict:
+        """A strong student on B trained on targets ``t_train`` (weak labels, or ground truth for the ceiling)."""
+        strong, seed = label[2], label[4]
+        key = self.cache.key("student", STAGE_VERSION, {"features": self.features[strong].cache_id,
+                                                         "head": self.config.head, "head_params": self.head_params,
+                                                         "method": method.name, "seed": seed, "targets": target_key},
+                             [self.data_key])
+        fit = functools.partial(_fit_student, self.features[strong], self.split, t_train, t_val, method,
+                                head=self.config.head, head_params=self.head_params, seed=seed)
+        out = _timed(self.cache, "student", key, fit, self.seconds, label, self.bar)
+        self.epochs[label] = len(out["val_agreement"])
+        self.curves[label] = out["curve_p"]
+        return out
 
 
 def _featurize(task: TaskData, split: Split, weak_models: set[str], featurizers: dict, timings: dict) -> dict:
@@ -282,6 +315,7 @@ def task_prompt(name: str, task: TaskData) -> tuple[str, tuple[str, str]]:
 
 
 def prompt_fingerprint(model: str, cache_dir) -> str:
+    """Weights identity of a prompted LM, so its cached scores change when the weights do."""
     from ..models import resolve
     from ..models.features import model_fingerprint
 

@@ -109,7 +109,8 @@ LICHESS = TaskSpec(
                "piece type and capture status when possible) → 0")
 
 CHECKMATE = TaskSpec(
-    name="chess_mate_in_one", frozen_features_learnable=True, description="BIG-bench checkmate_in_one: does the candidate move give mate?",
+    name="chess_mate_in_one", frozen_features_learnable=True,
+    description="BIG-bench checkmate_in_one: does the candidate move give mate?",
     licence="Apache-2.0 (BIG-bench)", hub=("tasksource/bigbench", "checkmate_in_one", ("train", "validation")),
     local_files=("bigbench/checkmate_in_one.json",), read_local=_read_checkmate, convert=_convert_checkmate,
     hub_rows=lambda rows: [{"input": r["inputs"], "target": r["targets"], "_src": r["_src"]} for r in rows],

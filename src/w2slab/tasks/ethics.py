@@ -41,7 +41,8 @@ JUSTICE = TaskSpec(
                                       "majority class downsampled (seed 0)")
 
 DEONTOLOGY = TaskSpec(
-    name="ethics_deontology", frozen_features_learnable=True, description="ETHICS deontology: is the excuse for not doing the request reasonable?",
+    name="ethics_deontology", frozen_features_learnable=True,
+    description="ETHICS deontology: is the excuse for not doing the request reasonable?",
     licence=LICENCE, hub=("hendrycks/ethics", "deontology", ("train", "test")),
     local_files=tuple(f"ethics/deontology_{s}.csv" for s in SPLITS),
     read_local=lambda d: _rows(d, "deontology", ("label", "scenario", "excuse")),
@@ -71,7 +72,8 @@ def _convert_util(rows: list[Row]) -> list[Item]:
 
 
 UTILITARIANISM = TaskSpec(
-    name="ethics_utilitarianism", frozen_features_learnable=True, description="ETHICS utilitarianism: is scenario A more pleasant than scenario B?",
+    name="ethics_utilitarianism", frozen_features_learnable=True,
+    description="ETHICS utilitarianism: is scenario A more pleasant than scenario B?",
     licence=LICENCE, hub=("hendrycks/ethics", "utilitarianism", ("train", "test")),
     local_files=tuple(f"ethics/util_{s}.csv" for s in SPLITS),
     read_local=lambda d: [r for s in SPLITS for r in read_csv(d / f"ethics/util_{s}.csv", header=False,

@@ -57,7 +57,8 @@ def _convert_hh(rows: list[Row]) -> list[Item]:
 
 
 HH_RLHF = TaskSpec(
-    name="hh_rlhf_harmless", frozen_features_learnable=True, description="Anthropic HH-RLHF harmless-base (test): is reply A preferred over reply B?",
+    name="hh_rlhf_harmless", frozen_features_learnable=True,
+    description="Anthropic HH-RLHF harmless-base (test): is reply A preferred over reply B?",
     licence="MIT", hub=("Anthropic/hh-rlhf", None, ("test",)), local_files=("hh_rlhf/harmless-base_test.jsonl.gz",),
     read_local=_read_hh, convert=_convert_hh, template="pairwise: " + HH_TEMPLATE.replace("\n", "\\n"),
     conversion="pairwise (conversation, reply A, reply B); the chosen reply is B in a seeded half of the rows; "
