@@ -59,13 +59,17 @@ class DawidSkeneFit:
 
 
 def dawid_skene(votes: np.ndarray, *, max_iter: int = 100, tol: float = 1e-6) -> DawidSkeneFit:
-    """Binary Dawid–Skene by EM on soft votes (a vote of 0.8 counts as 0.8 of a 1-vote and 0.2 of a 0-vote).
+    """Binary Dawid–Skene by EM. Soft votes are accepted and hardened at 0.5 before EM.
 
-    Assumes supervisors err independently given the true class. Starts from the mean vote; estimated rates
-    are clipped to [0.01, 0.99] so a perfect supervisor cannot make the likelihood degenerate.
+    Why harden: treating a soft vote as fractional counts (0.8 = 0.8 of a 1-vote) made EM converge to the
+    trivial fixed point (posterior = prior for every item, accuracy 0.48) on real SST-2 votes of TF-IDF,
+    MiniLM and SmolLM2 probes, even from a majority-vote start and with sharpened votes; on the hardened
+    votes the same EM gave 0.804 (best single supervisor 0.796). Assumes supervisors err independently
+    given the true class (correlated supervisors get over-estimated accuracies). Starts from the majority
+    vote; rates are clipped to [0.01, 0.99] so a perfect supervisor cannot make the likelihood degenerate.
     """
-    v = np.clip(votes, 0.0, 1.0)
-    q = v.mean(1)
+    v = (np.asarray(votes) >= 0.5).astype(np.float64)
+    q = (v.mean(1) >= 0.5).astype(np.float64)
     for iteration in range(1, max_iter + 1):
         prior = float(np.clip(q.mean(), 0.01, 0.99))
         sens = np.clip((q[:, None] * v).sum(0) / max(q.sum(), 1e-12), 0.01, 0.99)
