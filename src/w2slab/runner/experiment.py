@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import itertools
 import logging
 import time
@@ -127,21 +128,18 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                      bar=tqdm(total=n_fits, desc="weak, ceiling and transfer runs", disable=not progress or None,
                               leave=False))
     y = task.labels
-    weak_p, weak_keys = {}, {}
-    for spec in supervisors:
-        for seed in range(config.seeds):
-            weak_p[spec.name, seed], weak_keys[spec.name, seed] = stages.supervisor(spec, seed)
+    weak_p = {(spec.name, seed): stages.supervisor(spec, seed) for spec in supervisors for seed in range(config.seeds)}
     ceiling_p, transfer_p, refinements = {}, {}, {}
     for strong in config.strong:
         for seed in range(config.seeds):
             # The ceiling: the strong model trained on ground truth of B, selected on ground truth of val.
             truth = y[split.transfer].astype(np.float32), y[split.val].astype(np.float32)
-            out = stages.student(("ceiling", "", strong, None, seed), parse_method("xent"), *truth, "ground_truth")
+            out = stages.student(("ceiling", "", strong, None, seed), parse_method("xent"), *truth)
             ceiling_p[strong, seed] = out["p_test"]
     for weak, strong, loss, seed in itertools.product(config.weak, config.strong, config.losses, range(config.seeds)):
         method = parse_method(loss)
         t_train, t_val = transfer_targets(weak_p[weak, seed], split)
-        out = stages.student(("transfer", weak, strong, loss, seed), method, t_train, t_val, weak_keys[weak, seed])
+        out = stages.student(("transfer", weak, strong, loss, seed), method, t_train, t_val)
         transfer_p[weak, strong, loss, seed] = out["p_test"]
         refinements[weak, strong, loss, seed] = _refinement_metrics(out, method, y, weak_p[weak, seed], split)
     stages.bar.close()
@@ -212,25 +210,23 @@ class _Stages:
         """Items a supervisor labels: B, the validation slice and the test set."""
         return np.concatenate([self.split.transfer, self.split.val, self.split.test])
 
-    def supervisor(self, spec: SupervisorSpec, seed: int) -> tuple[np.ndarray, str]:
-        """Soft labels (n,) of a supervisor on B, val and test (NaN elsewhere), and their cache key."""
+    def supervisor(self, spec: SupervisorSpec, seed: int) -> np.ndarray:
+        """Soft labels (n,) of a supervisor on B, val and test (NaN elsewhere)."""
         t0 = time.perf_counter()
         if spec.kind == "model":
-            p, key = self._weak_model(spec.models[0], seed)
+            p = self._weak_model(spec.models[0], seed)
         elif spec.kind == "ensemble":
-            members = {m: self._weak_model(m, seed) for m in spec.models}
             rows = self.labelled_rows
             p = np.full(len(self.task), np.nan, dtype=np.float32)
             # the label model sees only the members' votes on unlabelled items: no ground truth
-            p[rows] = combine({m: v[0][rows] for m, v in members.items()}, how=spec.combine)
-            key = stable_hash([spec.combine] + [members[m][1] for m in spec.models])
+            p[rows] = combine({m: self._weak_model(m, seed)[rows] for m in spec.models}, how=spec.combine)
         else:
-            p, key = self._prompted(spec.models[0])
+            p = self._prompted(spec.models[0])
         self.seconds["floor", spec.name, "", None, seed] = time.perf_counter() - t0
         self.bar.update()
-        return p, key
+        return p
 
-    def _weak_model(self, model: str, seed: int) -> tuple[np.ndarray, str]:
+    def _weak_model(self, model: str, seed: int) -> np.ndarray:
         """A weak model trained on A with ground truth."""
         cfg, split, feats, y = self.config, self.split, self.features[model], self.task.labels
         key = self.cache.key("weak", STAGE_VERSION, {"features": feats.cache_id, "head": cfg.weak_head,
@@ -243,9 +239,9 @@ class _Stages:
                                                head_params=self.head_params, seed=seed)
             return {"p": p}
 
-        return self.cache.get_or_compute("weak", key, fit)["p"], key
+        return self.cache.get_or_compute("weak", key, fit)["p"]
 
-    def _prompted(self, model: str) -> tuple[np.ndarray, str]:
+    def _prompted(self, model: str) -> np.ndarray:
         """A prompted LM's calibrated label-word probabilities (the same for every seed)."""
         prompt = task_prompt(self.config.task, self.task)
         key = self.cache.key("prompt", STAGE_VERSION, {"model": model, "prompt": prompt,
@@ -259,14 +255,20 @@ class _Stages:
             p[self.labelled_rows] = lm.predict_proba([self.task.texts[i] for i in self.labelled_rows])[:, 1]
             return {"p": p}
 
-        return self.cache.get_or_compute("prompt", key, score)["p"], key
+        return self.cache.get_or_compute("prompt", key, score)["p"]
 
-    def student(self, label: tuple, method: Method, t_train: np.ndarray, t_val: np.ndarray, target_key: str) -> dict:
-        """A strong student on B trained on targets ``t_train`` (weak labels, or ground truth for the ceiling)."""
+    def student(self, label: tuple, method: Method, t_train: np.ndarray, t_val: np.ndarray) -> dict:
+        """A strong student on B trained on targets ``t_train`` (weak labels, or ground truth for the ceiling).
+
+        The cache key holds the targets' *content*, so any change in how they were produced (a label model's
+        code, a supervisor's settings) can never reuse a student trained on other targets.
+        """
         strong, seed = label[2], label[4]
+        targets = hashlib.sha256(np.ascontiguousarray(t_train, np.float32).tobytes()
+                                 + np.ascontiguousarray(t_val, np.float32).tobytes()).hexdigest()[:24]
         key = self.cache.key("student", STAGE_VERSION, {"features": self.features[strong].cache_id,
                                                          "head": self.config.head, "head_params": self.head_params,
-                                                         "method": method.name, "seed": seed, "targets": target_key},
+                                                         "method": method.name, "seed": seed, "targets": targets},
                              [self.data_key])
         fit = functools.partial(_fit_student, self.features[strong], self.split, t_train, t_val, method,
                                 head=self.config.head, head_params=self.head_params, seed=seed)
