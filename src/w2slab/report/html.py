@@ -46,6 +46,7 @@ def summary_table(summaries: list[dict]) -> list[dict]:
                      "pgr": round(s["pgr"], 3) if s["defined"] else "undefined",
                      "pgr_ci_low": round(s["pgr_low"], 3) if s["defined"] else "",
                      "pgr_ci_high": round(s["pgr_high"], 3) if s["defined"] else "",
+                     "pgr_per_seed": " ".join(f"{v:+.2f}" for v in r.get("pgr_per_seed", [])),
                      "reason_undefined": s["reason"], "experiment": s["experiment"]})
     return rows
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..evaluation import classification_metrics, imitation_metrics, pgr_with_ci
+from ..evaluation import classification_metrics, imitation_metrics, pgr, pgr_with_ci
 from ..io import stable_hash, text_digests, write_npz
 from ..models import make_featurizer
 from ..models import resolve as resolve_model
@@ -408,6 +408,10 @@ def _summary(config, row_common, y_test, weak_p, ceiling_p, transfer_p, split, w
               for name, values in per_seed.items() for metric in ("accuracy", "auc")
               for stat, fn in (("mean", np.mean), ("sd", np.std))}
     spread["imitation"] = imitation_metrics(y_test, floor, transfer)
+    # PGR of each seed's own floor, transfer and ceiling; the headline PGR is that of the seed-averaged
+    # accuracies, which is stabler when a single seed's gap is small
+    spread["pgr_per_seed"] = [pgr(*(per_seed[n][s]["accuracy"] for n in ("floor", "transfer", "ceiling")))
+                              for s in range(config.seeds)]
     return {**row_common, "summary_key": stable_hash([row_common["experiment"], weak, strong, loss]),
             "weak": weak, "strong": strong, "loss": loss, "strong_to_strong": int(weak == strong),
             "floor": result.floor, "transfer": result.transfer, "ceiling": result.ceiling, "pgr": result.pgr,
