@@ -121,3 +121,11 @@ def test_bad_methods_and_supervisors():
         ExperimentConfig(weak="tfidf+minilm@ds").validate()
     with pytest.raises(ValueError, match="unknown label model .median."):
         ExperimentConfig(weak="tfidf+minilm@median").validate()
+
+
+def test_prompted_supervisor_end_to_end(cache_dir, tmp_path):
+    r = run_experiment(task="sst2", weak="prompt2:smollm2", strong="minilm", losses="xent", seeds=1, n_examples=100,
+                       cache_dir=cache_dir, results_dir=tmp_path, progress=False)
+    assert 0 < r.summaries[0]["floor"] < 1
+    preds = np.load(r.predictions_path)
+    assert np.isfinite(preds["weak_labels_transfer__prompt2:smollm2__s0"]).all()

@@ -63,3 +63,20 @@ def test_specs_and_methods_parse():
     assert parse_method("logconf+filter+self3").self_rounds == 3
     with pytest.raises(ConfigError, match="at least two models"):
         parse_supervisor("minilm@mean")
+
+
+def test_few_shot_prompt_and_soft_self_training_parse(sst2_small, cache_dir):
+    spec = parse_supervisor("prompt4:smollm2")
+    assert spec.kind == "prompt" and spec.shots == 4
+    with pytest.raises(ConfigError, match="must be even"):
+        parse_supervisor("prompt3:smollm2")
+    method = parse_method("xent+softself2")
+    assert method.self_rounds == 2 and method.soft_pseudo_labels
+    targets, train = pseudo_labels(np.array([0.9, 0.2, 0.7, 0.4]), np.full(4, 0.5), seed=0, keep=1.0,
+                                   supervised_share=0.0, soft=True)
+    np.testing.assert_allclose(targets, [0.9, 0.2, 0.7, 0.4], rtol=1e-6)
+    template, words = get_spec("sst2").prompt
+    few = PromptedLM(model="smollm2", template=template, label_words=words, cache=cache_dir, progress=False,
+                     examples=((sst2_small.texts[100], int(sst2_small.labels[100])),
+                               (sst2_small.texts[101], int(sst2_small.labels[101]))))
+    assert few.raw_log_odds(sst2_small.texts[:4]).shape == (4,)

@@ -221,7 +221,7 @@ class _Stages:
             # the label model sees only the members' votes on unlabelled items: no ground truth
             p[rows] = combine({m: self._weak_model(m, seed)[rows] for m in spec.models}, how=spec.combine)
         else:
-            p = self._prompted(spec.models[0])
+            p = self._prompted(spec.models[0], spec.shots, seed)
         self.seconds["floor", spec.name, "", None, seed] = time.perf_counter() - t0
         self.bar.update()
         return p
@@ -241,16 +241,24 @@ class _Stages:
 
         return self.cache.get_or_compute("weak", key, fit)["p"]
 
-    def _prompted(self, model: str) -> np.ndarray:
-        """A prompted LM's calibrated label-word probabilities (the same for every seed)."""
+    def _prompted(self, model: str, shots: int, seed: int) -> np.ndarray:
+        """A prompted LM's calibrated label-word probabilities; few-shot examples come from half A (ground
+        truth there is the weak side's, as for a weak model) and are drawn per seed, half from each class."""
         prompt = task_prompt(self.config.task, self.task)
-        key = self.cache.key("prompt", STAGE_VERSION, {"model": model, "prompt": prompt,
+        examples = ()
+        if shots:
+            rng = np.random.default_rng(seed)
+            a = self.split.weak
+            picks = [rng.choice(a[self.task.labels[a] == c], size=shots // 2, replace=False) for c in (0, 1)]
+            order = rng.permutation(np.concatenate(picks))
+            examples = tuple((self.task.texts[i], int(self.task.labels[i])) for i in order)
+        key = self.cache.key("prompt", STAGE_VERSION, {"model": model, "prompt": prompt, "examples": examples,
                                                         "weights": prompt_fingerprint(model, self.cache_dir)},
                              [self.data_key])
 
         def score():
-            lm = PromptedLM(model=model, template=prompt[0], label_words=prompt[1], cache=self.cache_dir,
-                            progress=self.progress)
+            lm = PromptedLM(model=model, template=prompt[0], label_words=prompt[1], examples=examples,
+                            cache=self.cache_dir, progress=self.progress)
             p = np.full(len(self.task), np.nan, dtype=np.float32)
             p[self.labelled_rows] = lm.predict_proba([self.task.texts[i] for i in self.labelled_rows])[:, 1]
             return {"p": p}
@@ -344,7 +352,8 @@ def _fit_student(feats: _Features, split: Split, t_train: np.ndarray, t_val: np.
                                head_params=head_params, loss=method.loss, loss_params=None, seed=seed)
     rounds = [p]
     for r in range(method.self_rounds):
-        targets, train = pseudo_labels(rounds[-1][n_test:], t_train, seed=seed + 1000 * (r + 1))
+        targets, train = pseudo_labels(rounds[-1][n_test:], t_train, seed=seed + 1000 * (r + 1),
+                                       soft=method.soft_pseudo_labels)
         p, _ = train_student(X_train[train], targets[train], X_val, t_val, X_predict, head=head,
                              head_params=head_params, loss=method.loss, loss_params=None, seed=seed + r + 1)
         rounds.append(p)

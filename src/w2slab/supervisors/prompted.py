@@ -34,13 +34,17 @@ class PromptedLM:
     """Scores texts with ``model`` (zoo name, folder or Hub id) under ``template`` / ``label_words``.
 
     ``max_text_tokens`` truncates each text (keeping its start) before it is put into the template.
+    ``examples``: labelled (text, label) pairs shown before each query, each as the filled template followed
+    by its label word (few-shot); empty for zero-shot.
     """
 
     def __init__(self, *, model: str, template: str, label_words: tuple[str, str], max_text_tokens: int = 192,
-                 batch_size: int = 8, cache=None, progress: bool = True) -> None:
+                 examples: tuple[tuple[str, int], ...] = (), batch_size: int = 8, cache=None,
+                 progress: bool = True) -> None:
         self.model = model
         self.template = template
         self.label_words = tuple(label_words)
+        self.examples = tuple(examples)
         self.max_text_tokens = max_text_tokens
         self.batch_size = batch_size
         self.cache = cache
@@ -63,7 +67,9 @@ class PromptedLM:
         word_ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in self.label_words]
         if word_ids[0] == word_ids[1]:
             raise ConfigError(f"label words {self.label_words!r} start with the same token for {self.model}")
-        prompts = [self.template.format(text=self._truncate(tokenizer, t)) for t in texts]
+        shots = "".join(self.template.format(text=self._truncate(tokenizer, t, 64)) + f" {self.label_words[y]}\n\n"
+                        for t, y in self.examples)
+        prompts = [shots + self.template.format(text=self._truncate(tokenizer, t)) for t in texts]
         order = np.argsort([-len(p) for p in prompts], kind="stable")
         out = np.empty(len(texts), dtype=np.float64)
         with torch.inference_mode():
@@ -82,6 +88,7 @@ class PromptedLM:
         p1 = 1 / (1 + np.exp(-(log_odds - np.median(log_odds))))
         return np.stack([1 - p1, p1], axis=1)
 
-    def _truncate(self, tokenizer, text: str) -> str:
+    def _truncate(self, tokenizer, text: str, max_tokens: int | None = None) -> str:
+        limit = max_tokens or self.max_text_tokens
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return text if len(ids) <= self.max_text_tokens else tokenizer.decode(ids[: self.max_text_tokens])
+        return text if len(ids) <= limit else tokenizer.decode(ids[:limit])

@@ -7,7 +7,8 @@ A method string is ``loss[+modifier]`` (e.g. ``xent+filter``, ``logconf+self3``)
 - ``entropy``: drop the 20% of weak labels the supervisor is least sure of;
 - ``selfN``: N rounds of self-training after the first student: the student labels half B, its most
   confident half per class become hard pseudo-labels, a quarter of B keeps the supervisor's labels (so the
-  supervisor is never forgotten entirely), and a fresh student is trained on that mix.
+  supervisor is never forgotten entirely), and a fresh student is trained on that mix; ``softselfN`` keeps
+  the student's probabilities as soft pseudo-labels instead.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-MODIFIERS = ("filter", "entropy", "self<N>")
+MODIFIERS = ("filter", "entropy", "self<N>", "softself<N>")
 ENTROPY_DROP = 0.2
 SELF_KEEP = 0.5
 SELF_SUPERVISED_SHARE = 0.25
@@ -32,6 +33,7 @@ class Method:
     loss: str
     label_filter: str | None = None
     self_rounds: int = 0
+    soft_pseudo_labels: bool = False
 
 
 def parse_method(name: str) -> Method:
@@ -41,17 +43,17 @@ def parse_method(name: str) -> Method:
     loss, *mods = [part.strip() for part in name.split("+")]
     if loss not in LOSSES:
         raise ConfigError(f"method {name!r}: " + LOSSES.unknown_message(loss))
-    label_filter, rounds = None, 0
+    label_filter, rounds, soft = None, 0, False
     for mod in mods:
-        match = re.fullmatch(r"self(\d+)", mod)
+        match = re.fullmatch(r"(soft)?self(\d+)", mod)
         if mod in ("filter", "entropy") and label_filter is None:
             label_filter = mod
-        elif match and rounds == 0 and 1 <= int(match.group(1)) <= 10:
-            rounds = int(match.group(1))
+        elif match and rounds == 0 and 1 <= int(match.group(2)) <= 10:
+            rounds, soft = int(match.group(2)), bool(match.group(1))
         else:
             raise ConfigError(f"method {name!r}: unknown or repeated modifier {mod!r} (allowed once each: filter or "
-                              "entropy, and self1 … self10)")
-    return Method(name, loss, label_filter, rounds)
+                              "entropy, and self1 … self10 or softself1 … softself10)")
+    return Method(name, loss, label_filter, rounds, soft)
 
 
 def entropy_keep(weak: np.ndarray, *, drop_fraction: float = ENTROPY_DROP) -> np.ndarray:
@@ -84,16 +86,16 @@ def confident_keep(cross_fitted: np.ndarray, weak: np.ndarray) -> np.ndarray:
 
 
 def pseudo_labels(student_p: np.ndarray, weak: np.ndarray, *, seed: int, keep: float = SELF_KEEP,
-                  supervised_share: float = SELF_SUPERVISED_SHARE) -> tuple[np.ndarray, np.ndarray]:
+                  supervised_share: float = SELF_SUPERVISED_SHARE, soft: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One self-training relabelling of B: (targets (n,), mask of the items trained on (n,)).
 
-    The student's most confident ``keep`` share *per predicted class* gets its hard prediction as target; a
-    random ``supervised_share`` of B (seeded) keeps the supervisor's soft label instead.
+    The student's most confident ``keep`` share *per predicted class* gets its hard prediction as target (its
+    probability with ``soft``); a random ``supervised_share`` of B (seeded) keeps the supervisor's soft label.
     """
     if not 0 < keep <= 1 or not 0 <= supervised_share < 1:
         raise ConfigError(f"keep must be in (0, 1] and supervised_share in [0, 1), got {keep}, {supervised_share}")
     hard = (student_p >= 0.5).astype(np.float32)
-    targets = hard.copy()
+    targets = np.asarray(student_p, dtype=np.float32).copy() if soft else hard.copy()
     train = np.zeros(len(hard), dtype=bool)
     for cls in (0, 1):
         members = np.flatnonzero(hard == cls)

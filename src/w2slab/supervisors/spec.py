@@ -3,11 +3,14 @@
 - ``minilm`` (any model name): a weak model trained on half A with ground truth;
 - ``tfidf+minilm+smollm2@ds``: an ensemble of weak models combined by a label model (``mean``, ``vote``,
   ``ds`` = Dawid–Skene; default ``mean``) fitted without ground truth;
-- ``prompt:smollm2``: a causal LM prompted zero-shot, scoring the task's two label words (no training).
+- ``prompt:smollm2``: a causal LM prompted zero-shot, scoring the task's two label words (no training);
+  ``prompt4:smollm2``: the same with 4 labelled examples from half A in the prompt (few-shot, balanced,
+  drawn per seed).
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from ..errors import ConfigError
 
@@ -20,6 +23,7 @@ class SupervisorSpec:
     kind: str
     models: tuple[str, ...]
     combine: str | None = None
+    shots: int = 0
 
 
 def parse_supervisor(name: str) -> SupervisorSpec:
@@ -27,11 +31,14 @@ def parse_supervisor(name: str) -> SupervisorSpec:
     from .label_models import LABEL_MODELS
 
     text = name.strip()
-    if text.startswith("prompt:"):
-        model = text.split(":", 1)[1]
+    prompt = re.fullmatch(r"prompt(\d*):(.*)", text)
+    if prompt:
+        shots, model = int(prompt.group(1) or 0), prompt.group(2).strip()
         if not model:
             raise ConfigError(f"supervisor {name!r}: give the LM after 'prompt:', e.g. prompt:smollm2")
-        return SupervisorSpec(name, "prompt", (model,))
+        if shots % 2 or shots > 16:
+            raise ConfigError(f"supervisor {name!r}: the number of shots must be even (balanced) and at most 16")
+        return SupervisorSpec(name, "prompt", (model,), shots=shots)
     if "+" in text or "@" in text:
         members, _, how = text.partition("@")
         models = tuple(m.strip() for m in members.split("+") if m.strip())
