@@ -46,6 +46,7 @@ def atomic_path(target: str | os.PathLike, *, suffix: str = "") -> Iterator[Path
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.name}-", suffix=suffix)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o644)  # mkstemp makes it private; artifacts are meant to be read by others
     try:
         yield tmp_path
         os.replace(tmp_path, target)
