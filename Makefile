@@ -19,5 +19,7 @@ run: setup
 test: setup browser
 	.venv/bin/python -m pytest -q
 
+# Heavy measurements (tens of minutes on 2 cores); each writes benchmarks/out/*.json, two also regenerate docs/.
 bench: setup
-	.venv/bin/python benchmarks/run_all.py
+	cd benchmarks && ../.venv/bin/python bench_features.py && ../.venv/bin/python bench_experiment.py \
+		&& ../.venv/bin/python bench_tasks.py && ../.venv/bin/python bench_supervisors.py
