@@ -201,11 +201,11 @@ class _Stages:
     epochs: dict = dataclasses.field(default_factory=dict)
     curves: dict = dataclasses.field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def head_params(self) -> dict:
         return {k: getattr(self.config, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
 
-    @property
+    @functools.cached_property
     def labelled_rows(self) -> np.ndarray:
         """Items a supervisor labels: B, the validation slice and the test set."""
         return np.concatenate([self.split.transfer, self.split.val, self.split.test])

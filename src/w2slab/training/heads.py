@@ -221,7 +221,10 @@ class SklearnLogisticHead(_Head):
 
     def __init__(self, *, loss: str = "xent", loss_params: dict | None = None,
                  c_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0), max_iter: int = 300, standardize: bool = True,
-                 seed: int = 0, **_ignored_training_params) -> None:
+                 seed: int = 0, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                 weight_decay: float | None = None) -> None:
+        # The optimiser settings of the torch heads are accepted (the protocol passes them to every head) and
+        # not used: an exact solver has no epochs or learning rate. Any other keyword is still an error.
         self.loss = loss
         self.loss_params = loss_params
         self.c_grid = c_grid
