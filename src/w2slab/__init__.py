@@ -5,6 +5,9 @@ Importing w2slab is cheap; the heavy parts (torch, transformers) load when first
     from w2slab import run_experiment
     result = run_experiment(task="sst2", weak="minilm", strong="mpnet", seeds=3)
     print(result.table())
+
+    from w2slab import run_sweep              # a grid from a TOML file (see w2slab.runner.sweep)
+    run_sweep("sweeps/demo.toml", executor="local")
 """
 __version__ = "0.1.0"
 
@@ -16,6 +19,10 @@ _LAZY = {
     "load_task": "w2slab.tasks",
     "make_featurizer": "w2slab.models",
     "pgr_with_ci": "w2slab.evaluation.pgr",
+    "Sweep": "w2slab.runner.sweep",
+    "plan_sweep": "w2slab.runner.driver",
+    "run_sweep": "w2slab.runner.driver",
+    "sweep_status": "w2slab.runner.driver",
 }
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__
-from .errors import W2SError
+from .errors import ConfigError, W2SError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,10 +87,41 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output folder (default: <results-dir>/report)")
     _add_dirs(report, cache=False, results=True)
 
-    results = sub.add_parser("results", help="PGR summaries stored in the results file")
-    results.add_argument("--experiment", help="only this experiment id")
+    results = sub.add_parser("results", help="list, filter and export stored summaries, runs or failures")
+    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures"))
+    results.add_argument("--experiment", help="only this experiment id or sweep name")
     results.add_argument("--task", help="only this task")
+    results.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                         help="more filters (repeatable; VALUE may be a,b for any of several)")
+    results.add_argument("--export", metavar="FILE", help="write the rows to FILE (.csv or .parquet) instead")
     _add_dirs(results, cache=False, results=True)
+
+    sweep = sub.add_parser("sweep", help="grids of runs declared in a TOML file")
+    sweep_sub = sweep.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    plan = sweep_sub.add_parser("plan", help="print the expanded runs and which are already cached")
+    plan.add_argument("file")
+    plan.add_argument("--runs", action="store_true", help="one line per run instead of per (task, pair, method)")
+    _add_dirs(plan, data=True)
+    go = sweep_sub.add_parser("run", help="compute every missing run and store all rows")
+    go.add_argument("file")
+    go.add_argument("--executor", default="local", help="local (process pool), ray or serial")
+    go.add_argument("--processes", type=_positive_int, help="worker processes (default: cores)")
+    go.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: cores / processes)")
+    go.add_argument("--address", help="a running Ray cluster's head (host:port); without it Ray starts locally")
+    go.add_argument("--no-progress", action="store_true", help="no live progress line")
+    _add_dirs(go, data=True, results=True)
+    status = sweep_sub.add_parser("status", help="runs done, failed (with errors) and left")
+    status.add_argument("file")
+    _add_dirs(status, data=True, results=True)
+
+    cache = sub.add_parser("cache", help="show or trim the cache (features, stage outputs, tasks, models)")
+    cache_sub = cache.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    _add_dirs(cache_sub.add_parser("ls", help="entries and size per area and stage"))
+    gc = cache_sub.add_parser("gc", help="delete old or outdated stage outputs and leftover temp files")
+    gc.add_argument("--older-than", type=float, metavar="DAYS", help="stage outputs not modified for DAYS days")
+    gc.add_argument("--stage", action="append", default=[], help="only this stage (repeatable), e.g. run, student")
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    _add_dirs(gc)
     return parser
 
 
@@ -191,27 +222,84 @@ def cmd_report(args) -> None:
 
 
 def cmd_results(args) -> None:
-    """`w2slab results`: stored PGR summaries, optionally filtered."""
+    """`w2slab results`: stored rows, filtered; printed, or exported to CSV / Parquet."""
     from .paths import results_dir
     from .runner import ResultsStore
 
     where = {k: v for k, v in (("experiment", args.experiment), ("task", args.task)) if v}
-    rows = ResultsStore(results_dir(args.results_dir) / "results.sqlite").query("summaries", **where)
-    for r in rows:
-        r["pgr [95% CI]"] = (f"{r['pgr']:+.2f} [{r['pgr_low']:+.2f}, {r['pgr_high']:+.2f}]" if r["defined"]
-                            else "undefined")
-        for k in ("floor", "transfer", "ceiling"):
-            r[k] = f"{r[k]:.3f}"
-    _print_rows(rows, ("experiment", "created_at", "task", "weak", "strong", "loss", "floor", "transfer", "ceiling",
-                       "pgr [95% CI]"))
+    for item in args.where:
+        column, sep, value = item.partition("=")
+        if not sep or not column:
+            raise ConfigError(f"--where expects COLUMN=VALUE, got {item!r}")
+        where[column.strip()] = value.split(",") if "," in value else value
+    store = ResultsStore(results_dir(args.results_dir) / "results.sqlite")
+    if args.export:
+        n = store.export(args.export, args.table, **where)
+        print(f"{n} {args.table} rows written to {args.export}")
+        return
+    rows = store.query(args.table, **where)
+    if args.table == "summaries":
+        for r in rows:
+            r["pgr [95% CI]"] = (f"{r['pgr']:+.2f} [{r['pgr_low']:+.2f}, {r['pgr_high']:+.2f}]" if r["defined"]
+                                else "undefined")
+            for k in ("floor", "transfer", "ceiling"):
+                r[k] = f"{r[k]:.3f}"
+        columns = ("experiment", "created_at", "task", "weak", "strong", "loss", "floor", "transfer", "ceiling",
+                   "pgr [95% CI]")
+    elif args.table == "runs":
+        for r in rows:
+            r["accuracy"] = f"{r['accuracy']:.3f}"
+        columns = ("experiment", "task", "role", "weak", "strong", "loss", "seed", "accuracy")
+    else:
+        columns = ("experiment", "created_at", "task", "weak", "strong", "loss", "seed", "error")
+    _print_rows(rows, columns)
+
+
+def cmd_sweep(args) -> int:
+    """`w2slab sweep plan|run|status FILE`."""
+    from .runner.driver import plan_sweep, run_sweep, sweep_status
+
+    if args.action == "plan":
+        print(plan_sweep(args.file, data_dir=args.data_dir, cache_dir=args.cache_dir).table(every_run=args.runs))
+        return 0
+    if args.action == "status":
+        status = sweep_status(args.file, data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir)
+        _print_rows(status["tasks"], ("task", "total", "done", "failed", "left"))
+        print(f"\nsweep {status['sweep']!r}: {status['done']} of {status['total']} runs done, {status['failed']} failed, "
+              f"{status['left']} left")
+        for label, error in status["errors"]:
+            print(f"  failed: {label}: {error}")
+        return 0
+    result = run_sweep(args.file, executor=args.executor, processes=args.processes, threads=args.threads,
+                       address=args.address, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                       results_dir=args.results_dir, progress=not args.no_progress)
+    print(f"sweep {result.sweep.name!r}: {result.computed} runs computed, {result.cached} cached, "
+          f"{len(result.failures)} failed, in {result.timings['total_s']:.1f} s; rows in {result.store_path}\n"
+          f"see: w2slab results --experiment {result.sweep.name}   or   w2slab report --experiment {result.sweep.name}")
+    for label, error in result.failures:
+        print(f"  failed: {label}: {error}", file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+def cmd_cache(args) -> None:
+    """`w2slab cache ls|gc`."""
+    from .paths import cache_dir
+    from .runner.cache import cache_usage, collect_garbage
+
+    root = cache_dir(args.cache_dir)
+    if args.action == "ls":
+        rows = cache_usage(root)
+        _print_rows(rows, ("area", "entries", "mb", "newest", "temp_files"))
+        print(f"\n{root}: {sum(r['mb'] for r in rows):.1f} MB")
+        return
+    done = collect_garbage(root, older_than_days=args.older_than, stages=tuple(args.stage), dry_run=args.dry_run)
+    print(f"{'would delete' if args.dry_run else 'deleted'} {done['files']} files ({done['mb']} MB) from {root}")
 
 
 def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    from .report.table import format_rows
+
+    print(format_rows(rows, columns))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,9 +309,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "report": cmd_report,
-               "results": cmd_results}[args.command]
+               "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache}[args.command]
     try:
-        handler(args)
+        status = handler(args) or 0
     except W2SError as err:
         print(f"w2slab: error: {err}", file=sys.stderr)
         return 2
@@ -231,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {err.filename}" if err.filename else ""
         print(f"w2slab: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
-    return 0
+    return status
 
 
 def _quiet_libraries() -> None:

@@ -34,3 +34,12 @@ def format_table(result) -> str:
     if any(s["strong_to_strong"] for s in result.summaries):
         notes.append("s2s control: the same model as weak and strong (strong-to-strong), not a weak-to-strong pair")
     return "\n".join(out + ([""] + notes if notes else []))
+
+
+def format_rows(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """Rows as a plain left-aligned text table with a header line."""
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)

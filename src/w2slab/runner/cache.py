@@ -1,44 +1,132 @@
 """The stage cache: each stage's arrays stored under a content hash of (stage, version, params, upstream).
 
 Settings that cannot change results (device, inference batch size, paths) must stay out of ``params``.
-A ``StageCache(None)`` computes everything and stores nothing.
+A ``StageCache(None)`` computes everything and stores nothing. ``cache_usage`` and ``collect_garbage``
+back ``w2slab cache ls / gc``.
 """
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..io import stable_hash, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
+AREAS = ("features", "stages", "tasks", "models")  # the cache root's folders, for ls and gc
+
 
 class StageCache:
-    """Arrays per key in ``<root>/<stage>/<key>.npz`` with a JSON metadata file beside each."""
+    """Arrays per key in ``<root>/<stage>/<key>.npz`` with a JSON metadata file beside each.
+
+    ``hits``, ``misses`` and ``computed`` (the (stage, key) pairs this object computed) let callers and tests
+    count exactly what was recomputed."""
 
     def __init__(self, root: str | Path | None) -> None:
         self.root = None if root is None else Path(root)
         self.hits = 0
         self.misses = 0
+        self.computed: list[tuple[str, str]] = []
 
     @staticmethod
     def key(stage: str, version: int, params: dict, upstream: list[str] | tuple[str, ...] = ()) -> str:
-        return stable_hash({"stage": stage, "version": version, "params": params, "upstream": list(upstream)})
+        return stable_hash({"stage": stage, "version": version, "w2slab": __version__, "params": params,
+                            "upstream": list(upstream)})
+
+    def path(self, stage: str, key: str) -> Path | None:
+        return None if self.root is None else self.root / stage / f"{key}.npz"
+
+    def keys(self, stage: str) -> set[str]:
+        """Every key stored for ``stage`` (one directory listing: fast for tens of thousands of entries)."""
+        folder = None if self.root is None else self.root / stage
+        if folder is None or not folder.is_dir():
+            return set()
+        with os.scandir(folder) as entries:
+            return {e.name[:-4] for e in entries if e.name.endswith(".npz") and not e.name.startswith(".")}
+
+    def load(self, stage: str, key: str) -> dict[str, np.ndarray]:
+        with np.load(self.path(stage, key)) as data:
+            return {k: data[k] for k in data.files}
 
     def get_or_compute(self, stage: str, key: str, compute: Callable[[], dict[str, np.ndarray]],
                        meta: dict | None = None) -> dict[str, np.ndarray]:
         """Load the arrays stored under ``key`` or call ``compute()`` and store its result atomically."""
-        path = None if self.root is None else self.root / stage / f"{key}.npz"
+        path = self.path(stage, key)
         if path is not None and path.is_file():
             self.hits += 1
-            with np.load(path) as data:
-                return {k: data[k] for k in data.files}
+            return self.load(stage, key)
         self.misses += 1
         arrays = compute()
         if path is not None:
+            # metadata first, arrays last: an .npz present means the entry is complete
+            write_json(path.with_suffix(".json"), {"stage": stage, "key": key, "w2slab": __version__,
+                                                   "created": time.time(), **(meta or {})})
             write_npz(path, **arrays)
-            write_json(path.with_suffix(".json"), {"stage": stage, "key": key, **(meta or {})})
+        self.computed.append((stage, key))
         return arrays
+
+
+def cache_usage(root: str | Path) -> list[dict]:
+    """One row per cache area and stage: files, MB, newest modification (ISO date) and leftover temp files."""
+    root = Path(root)
+    rows = []
+    for area in AREAS:
+        folder = root / area
+        if not folder.is_dir():
+            continue
+        parts = sorted(p for p in folder.iterdir() if p.is_dir()) if area == "stages" else [folder]
+        for part in parts:
+            files = [p for p in part.rglob("*") if p.is_file()]
+            newest = max((f.stat().st_mtime for f in files), default=None)
+            rows.append({"area": area if part == folder else f"{area}/{part.name}",
+                         "entries": sum(1 for f in files if not f.name.startswith(".tmp-")) if area != "stages"
+                         else sum(1 for f in files if f.suffix == ".npz"),
+                         "mb": round(sum(f.stat().st_size for f in files) / 2**20, 1),
+                         "newest": time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)) if newest else "-",
+                         "temp_files": sum(1 for f in files if f.name.startswith(".tmp-"))})
+    return rows
+
+
+def collect_garbage(root: str | Path, *, older_than_days: float | None = None, stages: tuple[str, ...] = (),
+                    dry_run: bool = False, temp_grace_s: float = 3600) -> dict:
+    """Delete stage entries not modified for ``older_than_days`` (optionally only of ``stages``), entries of
+    other w2slab versions, and temp files of killed writers older than ``temp_grace_s``.
+
+    Features and installed models are only touched through temp-file cleanup: they are expensive and keyed
+    by content, so they never go stale. Returns {"files": n, "mb": size} of what was (or would be) deleted.
+    """
+    root, now = Path(root), time.time()
+    doomed: list[Path] = []
+    for path in root.rglob(".tmp-*") if root.is_dir() else ():
+        if now - path.stat().st_mtime > temp_grace_s:
+            doomed.append(path)
+    stage_root = root / "stages"
+    for folder in sorted(stage_root.iterdir()) if stage_root.is_dir() else ():
+        if stages and folder.name not in stages:
+            continue
+        for npz in folder.glob("*.npz"):
+            age_days = (now - npz.stat().st_mtime) / 86400
+            meta = npz.with_suffix(".json")
+            stale = _version_of(meta) not in (None, __version__)
+            if stale or (older_than_days is not None and age_days > older_than_days) or (stages and older_than_days is None):
+                doomed += [npz] + ([meta] if meta.is_file() else [])
+    size = sum(p.stat().st_size for p in doomed if p.exists())
+    if not dry_run:
+        for path in doomed:
+            path.unlink(missing_ok=True)
+    return {"files": len(doomed), "mb": round(size / 2**20, 2)}
+
+
+def _version_of(meta: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads(meta.read_text()).get("w2slab")
+    except (OSError, ValueError):
+        return None

@@ -90,6 +90,23 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def task_settings(self):
+        from .stages import TaskSettings
+
+        return TaskSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TaskSettings)})
+
+    def train_settings(self):
+        from .stages import TrainSettings
+
+        return TrainSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSettings)})
+
+    def feature_specs(self, models) -> dict:
+        """Every model's extractor setting: this config's layer, pooling and max_length."""
+        from ..models.features import FeatureSpec
+
+        return {m: FeatureSpec(model=m, layer=self.layer, pooling=self.pooling, max_length=self.max_length)
+                for m in models}
+
 
 def _positive_int(name: str, value: object, *, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -63,16 +63,22 @@ def transfer_targets(weak_p: np.ndarray, split: Split) -> tuple[np.ndarray, np.n
 
 
 def train_student(X_train, t_train: np.ndarray, X_val, t_val: np.ndarray, X_predict, *, head: str,
-                  head_params: dict, loss: str, loss_params: dict | None, seed: int) -> tuple[np.ndarray, list]:
+                  head_params: dict, loss: str, loss_params: dict | None, seed: int, mixup: float = 0.0,
+                  anchor: np.ndarray | None = None, anchor_share: float = 0.0) -> tuple[np.ndarray, list]:
     """Fit a student head on (X_train, targets t_train), selecting the epoch on (X_val, t_val), and return
     (P(class 1) for the rows of X_predict, shape (m,); per-epoch training history). Each history entry holds
-    the epoch's predictions on X_predict (``monitor_p``) for learning curves; they never steer training."""
-    student = HEADS.get(head)(**{**head_params, "loss": loss, "loss_params": loss_params, "seed": seed})
-    student.fit(X_train, t_train, eval_set=(X_val, t_val), monitor=X_predict)
+    the epoch's predictions on X_predict (``monitor_p``) for learning curves; they never steer training.
+    mixup, anchor, anchor_share: see ``TorchHead``."""
+    params = {**head_params, "loss": loss, "loss_params": loss_params, "seed": seed}
+    if mixup:
+        params["mixup"] = mixup
+    student = HEADS.get(head)(**params)
+    student.fit(X_train, t_train, eval_set=(X_val, t_val), monitor=X_predict, anchor=anchor, anchor_share=anchor_share)
     return student.predict_proba(X_predict)[:, 1], student.history_
 
 
-def cross_fitted(X, t: np.ndarray, *, head: str, head_params: dict, loss: str, seed: int, folds: int = 5) -> np.ndarray:
+def cross_fitted(X, t: np.ndarray, *, head: str, head_params: dict, loss: str, seed: int, folds: int = 5,
+                 loss_params: dict | None = None) -> np.ndarray:
     """Out-of-fold predictions (n,) of a student trained on the other folds' targets ``t`` (weak labels),
     each fold predicted by a model that never saw it. No ground truth is involved."""
     order = np.random.default_rng(seed).permutation(len(t))
@@ -81,7 +87,7 @@ def cross_fitted(X, t: np.ndarray, *, head: str, head_params: dict, loss: str, s
     out = np.empty(len(t), dtype=np.float32)
     for k in range(folds):
         held = fold_of == k
-        student = HEADS.get(head)(**{**head_params, "loss": loss, "seed": seed + k})
+        student = HEADS.get(head)(**{**head_params, "loss": loss, "loss_params": loss_params, "seed": seed + k})
         student.fit(X[~held], t[~held])
         out[held] = student.predict_proba(X[held])[:, 1]
     return out

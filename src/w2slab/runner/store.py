@@ -1,7 +1,8 @@
-"""The results store: one SQLite file (WAL mode) with a row per run and a row per PGR summary.
+"""The results store: one SQLite file (WAL mode) with a row per run, a row per PGR summary and a row per
+failed sweep run.
 
 Rows are keyed by content hashes, so re-running an experiment replaces its rows instead of duplicating
-them, and two processes may write at once (WAL + busy timeout).
+them, and two processes may write at once (WAL + busy timeout; each write is one transaction).
 """
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ CREATE TABLE IF NOT EXISTS summaries (
     strong_to_strong INTEGER NOT NULL, floor REAL, transfer REAL, ceiling REAL,
     pgr REAL, pgr_low REAL, pgr_high REAL, defined INTEGER NOT NULL, reason TEXT, result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS failures (
+    run_key TEXT PRIMARY KEY, experiment TEXT NOT NULL, created_at TEXT NOT NULL, task TEXT NOT NULL,
+    weak TEXT NOT NULL, strong TEXT NOT NULL, loss TEXT NOT NULL, seed INTEGER NOT NULL, stage TEXT NOT NULL,
+    error TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs (experiment);
 CREATE INDEX IF NOT EXISTS summaries_by_experiment ON summaries (experiment);
 """
@@ -35,6 +41,8 @@ RUN_COLUMNS = ("run_key", "experiment", "created_at", "task", "weak", "strong", 
                "accuracy", "auc", "metrics", "config", "predictions", "timings", "provenance")
 SUMMARY_COLUMNS = ("summary_key", "experiment", "created_at", "task", "weak", "strong", "loss", "strong_to_strong",
                    "floor", "transfer", "ceiling", "pgr", "pgr_low", "pgr_high", "defined", "reason", "result")
+FAILURE_COLUMNS = ("run_key", "experiment", "created_at", "task", "weak", "strong", "loss", "seed", "stage", "error")
+COLUMNS = {"runs": RUN_COLUMNS, "summaries": SUMMARY_COLUMNS, "failures": FAILURE_COLUMNS}
 _JSON_FIELDS = {"metrics", "config", "timings", "provenance", "result"}
 
 
@@ -52,29 +60,63 @@ class ResultsStore:
         conn.executescript(SCHEMA)
         return conn
 
-    def write(self, runs: list[dict], summaries: list[dict]) -> None:
-        """Insert (or replace, by key) runs and summaries in one transaction: all rows land or none."""
+    def write(self, runs: list[dict], summaries: list[dict], *, failures: list[dict] = (),
+              resolved: list[str] = ()) -> None:
+        """Insert (or replace, by key) runs, summaries and failures, and delete the failures of ``resolved``
+        run keys, in one transaction: all of it lands or none."""
         with closing(self._connect()) as conn, conn:
             conn.executemany(_insert("runs", RUN_COLUMNS), [_row(r, RUN_COLUMNS) for r in runs])
             conn.executemany(_insert("summaries", SUMMARY_COLUMNS), [_row(s, SUMMARY_COLUMNS) for s in summaries])
+            conn.executemany(_insert("failures", FAILURE_COLUMNS), [_row(f, FAILURE_COLUMNS) for f in failures])
+            conn.executemany("DELETE FROM failures WHERE run_key = ?", [(k,) for k in resolved])
 
     def query(self, table: str, **where: object) -> list[dict]:
-        """Rows of ``table`` ('runs' or 'summaries') matching column = value filters, JSON fields decoded."""
-        columns = {"runs": RUN_COLUMNS, "summaries": SUMMARY_COLUMNS}.get(table)
+        """Rows of ``table`` ('runs', 'summaries' or 'failures') matching column = value filters (a list or
+        tuple value matches any of its items), JSON fields decoded."""
+        columns = COLUMNS.get(table)
         if columns is None:
-            raise ConfigError(f"table must be 'runs' or 'summaries', got {table!r}")
+            raise ConfigError(f"table must be one of {', '.join(COLUMNS)}, got {table!r}")
         unknown = set(where) - set(columns)
         if unknown:
-            raise ConfigError(f"unknown column(s) {', '.join(sorted(unknown))} for {table}")
+            raise ConfigError(f"unknown column(s) {', '.join(sorted(unknown))} for {table} "
+                              f"(columns: {', '.join(columns)})")
         if not self.path.is_file():
             return []
-        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        clauses, values = [], []
+        for k, v in where.items():
+            options = list(v) if isinstance(v, (list, tuple, set)) else [v]
+            clauses.append(f"{k} IN ({', '.join('?' * len(options))})")
+            values.extend(options)
         with closing(self._connect()) as conn:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute(f"SELECT * FROM {table} WHERE {clause} ORDER BY created_at, rowid",
-                                tuple(where.values())).fetchall()
+            rows = conn.execute(f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1'} "
+                                "ORDER BY created_at, rowid", values).fetchall()
         return [{k: json.loads(r[k]) if k in _JSON_FIELDS and r[k] is not None else r[k] for k in r.keys()}
                 for r in rows]
+
+    def dataframe(self, table: str = "summaries", **where: object):
+        """``query`` as a pandas DataFrame; JSON fields stay nested (dicts) in their columns."""
+        import pandas as pd
+
+        return pd.DataFrame(self.query(table, **where), columns=list(COLUMNS.get(table) or ()))
+
+    def export(self, target: str | Path, table: str = "summaries", **where: object) -> int:
+        """Write the matching rows to ``target`` (.csv or .parquet, chosen by suffix; JSON fields as JSON text),
+        atomically. Returns the number of rows written."""
+        from ..io import atomic_path
+
+        target = Path(target)
+        if target.suffix not in (".csv", ".parquet"):
+            raise ConfigError(f"export file must end in .csv or .parquet, got {target.name!r}")
+        frame = self.dataframe(table, **where)
+        for column in _JSON_FIELDS & set(frame.columns):
+            frame[column] = [json.dumps(v, sort_keys=True) for v in frame[column]]
+        with atomic_path(target, suffix=target.suffix) as tmp:
+            if target.suffix == ".csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
+        return len(frame)
 
 
 def _insert(table: str, columns: tuple[str, ...]) -> str:
@@ -85,13 +127,19 @@ def _row(record: dict, columns: tuple[str, ...]) -> tuple:
     return tuple(json.dumps(record[c], sort_keys=True) if c in _JSON_FIELDS else record.get(c) for c in columns)
 
 
-def check_writable(folder: str | Path) -> Path:
-    """Prove ``folder`` can be created and written without creating anything; ConfigError otherwise."""
+def check_writable(folder: str | Path, *, what: str = "results directory", min_free_mb: float = 0) -> Path:
+    """Prove ``folder`` can be created and written (with ``min_free_mb`` free) without creating anything;
+    ConfigError otherwise."""
+    import shutil
+
     folder = Path(folder)
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         why = "not a directory" if existing.exists() and not existing.is_dir() else "permission denied"
-        raise ConfigError(f"results directory {str(folder)!r} is not writable ({why} at {str(existing)!r})")
+        raise ConfigError(f"{what} {str(folder)!r} is not writable ({why} at {str(existing)!r})")
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < min_free_mb:
+        raise ConfigError(f"{what} {str(folder)!r} is on a full disk ({free_mb:.0f} MB free, need {min_free_mb:.0f})")
     return folder

@@ -40,6 +40,25 @@ def validation_score(p: np.ndarray, y_val: np.ndarray) -> tuple[float, float]:
     return agreement, float(np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p)))
 
 
+def epoch_batches(rng: np.random.Generator, n: int, batch_size: int, anchor=None,
+                  anchor_share: float = 0.0) -> list[np.ndarray]:
+    """One epoch's mini-batches of row indices into n examples, shuffled by ``rng``.
+
+    With an ``anchor`` mask (n,) and ``anchor_share`` in (0, 1), anchors and the rest are dealt evenly over
+    the batches and anchors are repeated (fresh shuffles) until they fill at least that share of each batch.
+    """
+    if anchor is None or anchor_share <= 0:
+        return np.array_split(rng.permutation(n), math.ceil(n / batch_size))
+    anchors, others = np.flatnonzero(anchor), np.flatnonzero(~np.asarray(anchor, dtype=bool))
+    if len(anchors) == 0:
+        raise ConfigError("anchor_share > 0 but no example is an anchor")
+    needed = max(len(anchors), math.ceil(anchor_share / (1 - anchor_share) * len(others)))
+    pool = np.concatenate([rng.permutation(anchors) for _ in range(math.ceil(needed / len(anchors)))])[:needed]
+    steps = math.ceil((needed + len(others)) / batch_size)
+    return [np.concatenate(parts) for parts in zip(np.array_split(pool, steps),
+                                                   np.array_split(rng.permutation(others), steps))]
+
+
 class _Head:
     """What every head shares: ``predict_proba`` over ``_predict_p1`` and train-set standardisation."""
 
@@ -73,12 +92,13 @@ class TorchHead(_Head):
 
     Parameters (all keyword-only, stored as given): ``loss`` and ``loss_params`` pick the objective;
     ``epochs``, ``batch_size``, ``lr``, ``weight_decay`` the optimiser; ``patience`` epochs without a better
-    validation score end training; ``seed`` fixes initialisation and batch order.
+    validation score end training; ``seed`` fixes initialisation and batch order; ``mixup`` > 0 trains on
+    mixup batches (inputs and targets mixed with a weight ~ Beta(mixup, mixup), one per batch).
     """
 
     def __init__(self, *, hidden_dim: int = 0, loss: str = "xent", loss_params: dict | None = None,
                  epochs: int = 40, batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 1e-2,
-                 patience: int = 8, standardize: bool = True, seed: int = 0) -> None:
+                 patience: int = 8, standardize: bool = True, mixup: float = 0.0, seed: int = 0) -> None:
         self.hidden_dim = hidden_dim
         self.loss = loss
         self.loss_params = loss_params
@@ -88,14 +108,16 @@ class TorchHead(_Head):
         self.weight_decay = weight_decay
         self.patience = patience
         self.standardize = standardize
+        self.mixup = mixup
         self.seed = seed
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in ("hidden_dim", "loss", "loss_params", "epochs", "batch_size", "lr",
-                                              "weight_decay", "patience", "standardize", "seed")}
+                                              "weight_decay", "patience", "standardize", "mixup", "seed")}
 
     # -- fitting ---------------------------------------------------------------------------------------
-    def fit(self, X, y, *, sample_weight=None, eval_set=None, monitor=None) -> "TorchHead":
+    def fit(self, X, y, *, sample_weight=None, eval_set=None, monitor=None, anchor=None,
+            anchor_share: float = 0.0) -> "TorchHead":
         """Train on features ``X`` (n, d), dense or scipy-sparse, and targets ``y`` (n,) = P(class 1).
 
         eval_set: optional ``(X_val, y_val)``; the epoch whose predictions agree best with ``y_val``
@@ -103,6 +125,8 @@ class TorchHead(_Head):
         sample_weight: optional (n,) non-negative weights of the per-example losses.
         monitor: optional features (m, d) whose P(class 1) is recorded after every epoch in
         ``history_[i]["monitor_p"]`` for learning curves; it never influences training or selection.
+        anchor, anchor_share: optional boolean mask (n,) of anchor examples (in self-training: those labelled
+        by the supervisor) and the minimum share of every batch they fill, oversampled if there are too few.
         """
         import torch
 
@@ -119,17 +143,22 @@ class TorchHead(_Head):
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         targets = torch.from_numpy(y)
         prior = float(np.clip((y >= 0.5).mean(), 0.01, 0.99))  # class balance of the hardened targets
-        steps_per_epoch = math.ceil(len(y) / self.batch_size)
+        # the number of batches does not depend on the shuffle: count them with a throwaway generator
+        steps_per_epoch = len(epoch_batches(np.random.default_rng(0), len(y), self.batch_size, anchor, anchor_share))
         total_steps, step = self.epochs * steps_per_epoch, 0
         best_score, best_state, stale, self.history_ = None, None, 0, []
         self.best_epoch_ = self.epochs
 
         for epoch in range(self.epochs):
             net.train()
-            for idx in np.array_split(rng.permutation(len(y)), steps_per_epoch):
-                logits = net(self._tensor(X, idx)).squeeze(-1)  # (b,)
-                per_example = loss_fn(logits, targets[idx], progress=step / total_steps, prior=prior)  # (b,)
-                loss = (per_example * weights[idx]).sum() / weights[idx].sum().clamp(min=1e-12)
+            for idx in epoch_batches(rng, len(y), self.batch_size, anchor, anchor_share):
+                x, t, w = self._tensor(X, idx), targets[idx], weights[idx]
+                if self.mixup > 0:
+                    lam, partner = float(rng.beta(self.mixup, self.mixup)), torch.from_numpy(rng.permutation(len(idx)))
+                    x, t, w = (lam * v + (1 - lam) * v[partner] for v in (x, t, w))
+                logits = net(x).squeeze(-1)  # (b,)
+                per_example = loss_fn(logits, t, progress=step / total_steps, prior=prior)  # (b,)
+                loss = (per_example * w).sum() / w.sum().clamp(min=1e-12)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -232,10 +261,15 @@ class SklearnLogisticHead(_Head):
         self.standardize = standardize
         self.seed = seed
 
-    def fit(self, X, y, *, sample_weight=None, eval_set=None, monitor=None) -> "SklearnLogisticHead":
+    def fit(self, X, y, *, sample_weight=None, eval_set=None, monitor=None, anchor=None,
+            anchor_share: float = 0.0) -> "SklearnLogisticHead":
         """X: (n, d) dense or sparse; y: (n,) P(class 1). eval_set (X_val, y_val) picks C by agreement.
-        ``monitor`` is accepted for the common contract; an exact solver has no epochs to record."""
+        ``monitor`` is accepted for the common contract; an exact solver has no epochs to record, and no
+        batches to anchor (``anchor_share`` must be 0)."""
         from sklearn.linear_model import LogisticRegression
+
+        if anchor_share:
+            raise ConfigError("head 'sklearn_logistic' has no mini-batches: min_supervised_per_batch needs a torch head")
 
         if self.loss != "xent" or self.loss_params:
             raise ConfigError(f"head 'sklearn_logistic' supports only loss 'xent', got {self.loss!r}")
