@@ -80,3 +80,46 @@ def test_few_shot_prompt_and_soft_self_training_parse(sst2_small, cache_dir):
                      examples=((sst2_small.texts[100], int(sst2_small.labels[100])),
                                (sst2_small.texts[101], int(sst2_small.labels[101]))))
     assert few.raw_log_odds(sst2_small.texts[:4]).shape == (4,)
+
+
+def test_anchored_batches_hold_the_minimum_share_of_supervisor_labels():
+    from w2slab.training.heads import epoch_batches
+
+    anchor = np.zeros(400, dtype=bool)
+    anchor[:20] = True  # 5% supervisor-labelled: too few for a 30% minimum, so they are oversampled
+    batches = epoch_batches(np.random.default_rng(0), 400, 64, anchor, 0.3)
+    shares = [anchor[b].mean() for b in batches]
+    assert min(shares) >= 0.3 - 1 / 64
+    assert set(np.concatenate(batches)[~anchor[np.concatenate(batches)]]) == set(range(20, 400))  # all others once
+    plain = epoch_batches(np.random.default_rng(0), 400, 64)
+    assert sorted(np.concatenate(plain)) == list(range(400)) and min(anchor[b].mean() for b in plain) < 0.3
+    with pytest.raises(ConfigError, match="no example is an anchor"):
+        epoch_batches(np.random.default_rng(0), 10, 4, np.zeros(10, dtype=bool), 0.2)
+
+
+def test_mixup_trains_a_real_probe_deterministically(minilm_sst2):
+    from w2slab.training import HEADS
+
+    X, y = minilm_sst2
+    train, test = slice(0, 400), slice(400, 600)
+    fit = lambda mixup, seed: HEADS.get("logistic")(epochs=15, mixup=mixup, seed=seed).fit(X[train], y[train])
+    mixed = fit(0.4, 0).predict_proba(X[test])[:, 1]
+    assert np.array_equal(mixed, fit(0.4, 0).predict_proba(X[test])[:, 1])  # same seed, same numbers
+    assert not np.array_equal(mixed, fit(0.0, 0).predict_proba(X[test])[:, 1])  # mixup changes training
+    assert ((mixed >= 0.5) == y[test]).mean() > 0.7
+
+
+def test_method_tables_carry_parameters_and_reject_bad_ones():
+    from w2slab.supervisors.refine import make_method
+
+    m = make_method({"name": "lc", "method": "logconf+softself2+mixup", "aux_coef": 0.75,
+                     "min_supervised_per_batch": 0.3})
+    assert (m.name, m.loss, m.loss_kwargs, m.self_rounds, m.soft_pseudo_labels) == ("lc", "logconf",
+                                                                                     {"aux_coef": 0.75}, 2, True)
+    assert m.mixup > 0 and m.min_supervised_per_batch == 0.3
+    assert make_method({"method": "xent", "self_keep": 0.4}).name == "xent,self_keep=0.4"
+    assert m.key() != make_method("logconf+softself2+mixup").key()
+    for bad, message in (({"method": "logconf", "aux_coef": 2}, "aux_coef"), ({"method": "xent", "gamma": 1},
+                         "no parameter"), ({"method": "xent", "self_keep": 0}, "out of range"), ({"name": "x"}, "needs")):
+        with pytest.raises(ConfigError, match=message):
+            make_method(bad)

@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--layer", type=int, default=d.layer, help="hidden_states index (-1 = last layer)")
     run.add_argument("--pooling", default=d.pooling, choices=("mean", "last", "first"))
     run.add_argument("--max-length", type=_positive_int, default=d.max_length, help="tokens per text")
+    run.add_argument("--student-mode", default=d.student_mode, choices=("probe", "finetune", "lora"),
+                     help="students: a head on frozen features, full fine-tuning, or LoRA adapters")
+    run.add_argument("--ft-epochs", type=_positive_int, default=d.ft_epochs, help="fine-tuning epochs")
+    run.add_argument("--ft-batch-size", type=_positive_int, default=d.ft_batch_size, help="fine-tuning batch size")
+    run.add_argument("--ft-grad-accum", type=_positive_int, default=d.ft_grad_accum,
+                     help="micro-batches per fine-tuning step (must divide the batch size)")
+    run.add_argument("--ft-lr", type=float, default=d.ft_lr, help="fine-tuning learning rate (0: 3e-5 full, 3e-4 LoRA)")
+    run.add_argument("--lora-rank", type=_positive_int, default=d.lora_rank)
     _add_dirs(run, data=True, results=True)
     run.add_argument("--no-reuse", action="store_true", help="recompute weak/student stages (features stay cached)")
 
@@ -141,7 +149,9 @@ def cmd_run(args) -> None:
     config = ExperimentConfig(task=args.task, weak=args.weak, strong=args.strong, losses=args.losses, seeds=args.seeds,
                               n_examples=args.n_examples, split_seed=args.split_seed, head=args.head,
                               weak_head=args.weak_head, epochs=args.epochs, layer=args.layer, pooling=args.pooling,
-                              max_length=args.max_length)
+                              max_length=args.max_length, student_mode=args.student_mode, ft_epochs=args.ft_epochs,
+                              ft_batch_size=args.ft_batch_size, ft_grad_accum=args.ft_grad_accum, ft_lr=args.ft_lr,
+                              lora_rank=args.lora_rank)
     result = run_experiment(config, data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir,
                             reuse=not args.no_reuse, progress=sys.stderr.isatty())
     print(result.table())

@@ -16,7 +16,9 @@ class ExperimentConfig:
     into weak half A and transfer half B. ``weak_head`` is the weak model's classifier on its features (an
     exact scikit-learn logistic regression by default); ``head`` is the student's (a torch head that takes
     the weak-to-strong losses). ``seeds`` is a count: seeds 0 … seeds-1 vary model initialisation
-    and batch order; ``split_seed`` fixes the subsample and the split.
+    and batch order; ``split_seed`` fixes the subsample and the split. ``student_mode`` 'finetune' or 'lora'
+    trains the strong students (ceiling, transfer, bootstrapping links) end to end with the ``ft_*`` and
+    ``lora_*`` settings instead of a head on frozen features (``training.finetune``).
     """
 
     task: str = "sst2"
@@ -38,6 +40,14 @@ class ExperimentConfig:
     pooling: str = "mean"
     max_length: int = 256
     n_bootstrap: int = 2000
+    student_mode: str = "probe"
+    ft_epochs: int = 2
+    ft_batch_size: int = 16
+    ft_grad_accum: int = 1
+    ft_lr: float = 0.0
+    ft_max_length: int = 128
+    lora_rank: int = 8
+    lora_alpha: int = 16
 
     def __post_init__(self) -> None:
         for name in ("weak", "strong", "losses"):
@@ -62,8 +72,6 @@ class ExperimentConfig:
         methods = [parse_method(m) for m in self.losses]
         check_names(HEADS, [self.head], param="head")
         check_names(HEADS, [self.weak_head], param="weak_head")
-        if self.head == "sklearn_logistic" and {m.loss for m in methods} != {"xent"}:
-            raise ConfigError("head 'sklearn_logistic' supports only loss 'xent'; use head 'logistic' or 'mlp'")
         for name in ("weak", "strong"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} is empty: give at least one model name")
@@ -85,6 +93,8 @@ class ExperimentConfig:
             raise ConfigError("test_fraction + val_fraction must leave at least 20% for halves A and B")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        check_student_settings(self)
+        check_methods(methods, self)
         return self
 
     def to_dict(self) -> dict:
@@ -111,3 +121,33 @@ class ExperimentConfig:
 def _positive_int(name: str, value: object, *, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+STUDENT_MODES = ("probe", "finetune", "lora")
+
+
+def check_student_settings(settings) -> None:
+    """Validate the student-mode fields shared by ExperimentConfig and sweeps' TrainSettings."""
+    if settings.student_mode not in STUDENT_MODES:
+        raise ConfigError(f"student_mode must be one of {', '.join(STUDENT_MODES)}, got {settings.student_mode!r}")
+    for name in ("ft_epochs", "ft_batch_size", "ft_grad_accum", "ft_max_length", "lora_rank", "lora_alpha"):
+        _positive_int(name, getattr(settings, name))
+    if settings.ft_batch_size % settings.ft_grad_accum:
+        raise ConfigError(f"ft_batch_size {settings.ft_batch_size} is not divisible by ft_grad_accum "
+                          f"{settings.ft_grad_accum}")
+    if settings.ft_lr < 0:
+        raise ConfigError(f"ft_lr must be >= 0 (0 = the mode's default), got {settings.ft_lr!r}")
+
+
+def check_methods(methods, settings) -> None:
+    """Methods that the chosen student cannot train: one ConfigError each."""
+    probe = settings.student_mode == "probe"
+    if probe and settings.head == "sklearn_logistic":
+        if {m.loss for m in methods} != {"xent"}:
+            raise ConfigError("head 'sklearn_logistic' supports only loss 'xent'; use head 'logistic' or 'mlp'")
+        if any(m.mixup or m.min_supervised_per_batch for m in methods):
+            raise ConfigError("mixup and min_supervised_per_batch need a torch head, not sklearn_logistic")
+    if probe and any(m.generative for m in methods):
+        raise ConfigError("generative finetuning ('+gen') needs student_mode 'finetune' or 'lora'")
+    if not probe and any(m.mixup for m in methods):
+        raise ConfigError(f"mixup applies to probes on features, not to student_mode {settings.student_mode!r}")

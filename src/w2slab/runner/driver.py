@@ -191,8 +191,8 @@ def _jobs(plan: SweepPlan, data: Path | None, cache_root: Path) -> list[Job]:
     def supervisor(ctx, weak, seed):
         if weak.kind == "prompt":
             deps = ()
-        elif weak.kind == "model":
-            deps = (features(ctx, weak.models[0]),)
+        elif weak.kind in ("model", "chain"):  # a chain's links are trained inside its one job
+            deps = tuple(features(ctx, m) for m in weak.models)
         else:  # an ensemble waits for its members' weak models
             from ..supervisors.spec import parse_supervisor
 

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .jobs import Job, execute
+from .jobs import Job, execute, warm_up
 
 EXECUTORS: Registry[type] = Registry("executor")
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclasses.dataclass
@@ -114,12 +115,23 @@ class LocalExecutor(_DagExecutor):
     def _start(self) -> None:
         from concurrent.futures import ProcessPoolExecutor
 
+        # Workers read these when they import numpy / scikit-learn: without them every worker's BLAS would
+        # start one thread per core and the processes would fight over the cores.
+        self._saved_env = {k: os.environ.get(k) for k in THREAD_ENV}
+        os.environ.update({k: str(self.threads) for k in THREAD_ENV})
         # spawn, not fork: a forked child would inherit torch's thread pools and locks mid-use
         self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        for _ in range(self.processes):  # workers start importing torch now, while features run in the driver
+            self._pool.submit(warm_up)
 
     def _stop(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        for key, value in getattr(self, "_saved_env", {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def _submit(self, job: Job) -> None:
         if job.kind == "features":

@@ -109,6 +109,14 @@ def run_result(ctx: StageContext, run) -> dict[str, np.ndarray]:
     return ctx.cache.get_or_compute(RUN_STAGE, run.key, compute, meta={"run": run.label(), "version": STAGE_VERSION})
 
 
+def warm_up() -> None:
+    """Import what every job needs (torch, scikit-learn, transformers): a fresh worker pays this once, early."""
+    import sklearn.linear_model  # noqa: F401
+    import torch  # noqa: F401
+
+    _quiet()
+
+
 def _quiet() -> None:
     """Worker processes print no library progress bars (the driver shows sweep progress)."""
     import os

@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..supervisors import WeakModelSupervisor
 from ..training import HEADS
 
@@ -72,9 +73,20 @@ def train_student(X_train, t_train: np.ndarray, X_val, t_val: np.ndarray, X_pred
     params = {**head_params, "loss": loss, "loss_params": loss_params, "seed": seed}
     if mixup:
         params["mixup"] = mixup
-    student = HEADS.get(head)(**params)
+    student = make_student(head, params)
     student.fit(X_train, t_train, eval_set=(X_val, t_val), monitor=X_predict, anchor=anchor, anchor_share=anchor_share)
     return student.predict_proba(X_predict)[:, 1], student.history_
+
+
+def make_student(head: str, params: dict):
+    """A student estimator: a registered head on features, or ``'finetune'`` (a FineTuner on texts)."""
+    if head == "finetune":
+        from ..training.finetune import FineTuner
+
+        if params.get("mixup"):
+            raise ConfigError("mixup applies to probes on features, not to fine-tuning")
+        return FineTuner(**{k: v for k, v in params.items() if k != "mixup"})
+    return HEADS.get(head)(**params)
 
 
 def cross_fitted(X, t: np.ndarray, *, head: str, head_params: dict, loss: str, seed: int, folds: int = 5,
@@ -87,7 +99,7 @@ def cross_fitted(X, t: np.ndarray, *, head: str, head_params: dict, loss: str, s
     out = np.empty(len(t), dtype=np.float32)
     for k in range(folds):
         held = fold_of == k
-        student = HEADS.get(head)(**{**head_params, "loss": loss, "loss_params": loss_params, "seed": seed + k})
+        student = make_student(head, {**head_params, "loss": loss, "loss_params": loss_params, "seed": seed + k})
         student.fit(X[~held], t[~held])
         out[held] = student.predict_proba(X[held])[:, 1]
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..io import stable_hash, text_digests
 from ..models import make_featurizer
 from ..models.features import FeatureSpec
@@ -52,9 +53,24 @@ class TrainSettings:
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 1e-2
+    student_mode: str = "probe"  # 'probe' (a head on frozen features), 'finetune' (whole model) or 'lora'
+    ft_epochs: int = 2
+    ft_batch_size: int = 16
+    ft_grad_accum: int = 1
+    ft_lr: float = 0.0  # 0: 3e-5 for full fine-tuning, 3e-4 for LoRA
+    ft_max_length: int = 128
+    lora_rank: int = 8
+    lora_alpha: int = 16
 
     def head_params(self) -> dict:
         return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
+
+    def finetune_params(self) -> dict:
+        """FineTuner settings of students in 'finetune' / 'lora' mode (the backbone is added per model)."""
+        return {"mode": "lora" if self.student_mode == "lora" else "full", "epochs": self.ft_epochs,
+                "batch_size": self.ft_batch_size, "grad_accum": self.ft_grad_accum, "lr": self.ft_lr or None,
+                "max_length": self.ft_max_length, "lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha,
+                "weight_decay": self.weight_decay}
 
 
 class StageContext:
@@ -134,6 +150,10 @@ class StageContext:
             p = np.full(len(self.task), np.nan, dtype=np.float32)
             # the label model sees only the members' votes on unlabelled items: no ground truth
             p[rows] = combine({m: self._weak_model(m, seed)[rows] for m in spec.models}, how=spec.combine)
+        elif spec.kind == "chain":
+            p = self._weak_model(spec.models[0], seed)
+            for model in spec.models[1:]:
+                p = self._bootstrap_step(model, p, seed)
         else:
             p = self._prompted(spec.models[0], spec.shots, seed)
         self._done(("floor", spec.name, "", None, seed), t0)
@@ -155,6 +175,30 @@ class StageContext:
             return {"p": p}
 
         return self.cache.get_or_compute("weak", key, fit)["p"]
+
+    def _bootstrap_step(self, model: str, labels: np.ndarray, seed: int) -> np.ndarray:
+        """One link of a bootstrapping chain: ``model`` trained on the previous link's labels of B (selected on
+        its labels of val) relabels B, val and test. Labels on B are cross-fitted (2 folds: each item labelled
+        by a model that did not train on it), so the next link learns this model's generalisation, not an
+        echo of its training targets. labels: (n,) soft labels; returns the same shape."""
+        split = self.split
+        inputs, head, params, identity = self.student_inputs(model)
+        key = self.cache.key("bootstrap", STAGE_VERSION, {"inputs": identity, "head": head, "seed": seed,
+                                                           "head_params": {k: v for k, v in params.items()
+                                                                           if k != "backbone"},
+                                                           "labels": _digest(labels[self.labelled_rows])},
+                             [self.data_key])
+
+        def fit():
+            X_b, t_b, t_val = inputs.take(split.transfer), labels[split.transfer], labels[split.val]
+            p = np.full(len(self.task), np.nan, dtype=np.float32)
+            p[split.transfer] = cross_fitted(X_b, t_b, head=head, head_params=params, loss="xent", seed=seed, folds=2)
+            rest = np.concatenate([split.val, split.test])
+            p[rest] = train_student(X_b, t_b, inputs.take(split.val), t_val, inputs.take(rest), head=head,
+                                    head_params=params, loss="xent", loss_params=None, seed=seed)[0]
+            return {"p": p}
+
+        return self.cache.get_or_compute("bootstrap", key, fit)["p"]
 
     def _prompted(self, model: str, shots: int, seed: int) -> np.ndarray:
         """A prompted LM's calibrated label-word probabilities; few-shot examples come from half A (ground
@@ -191,8 +235,10 @@ class StageContext:
         """The strong student trained on the supervisor's soft labels of B, selected on its labels of val;
         adds ``refinement`` (filter and self-training statistics, computed after training)."""
         weak_p = self.supervisor(weak, seed)
-        out = self.student(("transfer", weak.name, strong, method.name, seed), method,
-                           *transfer_targets(weak_p, self.split))
+        t_train, t_val = transfer_targets(weak_p, self.split)
+        if method.oracle_stopping:  # an explicitly marked upper bound: epochs chosen on ground truth
+            t_val = self.task.labels[self.split.val].astype(np.float32)
+        out = self.student(("transfer", weak.name, strong, method.name, seed), method, t_train, t_val)
         return {**out, "refinement": refinement_metrics(out, method, self.task.labels, weak_p, self.split)}
 
     def student(self, label: tuple, method: Method, t_train: np.ndarray, t_val: np.ndarray) -> dict:
@@ -203,20 +249,48 @@ class StageContext:
         """
         strong, seed = label[2], label[4]
         t0 = time.perf_counter()
-        feats = self.features(strong)
-        targets = hashlib.sha256(np.ascontiguousarray(t_train, np.float32).tobytes()
-                                 + np.ascontiguousarray(t_val, np.float32).tobytes()).hexdigest()[:24]
-        key = self.cache.key("student", STAGE_VERSION, {"features": feats.cache_id, "head": self.train.head,
-                                                         "head_params": self.train.head_params(),
-                                                         "method": method.key(), "seed": seed, "targets": targets},
+        inputs, head, params, identity = self.student_inputs(strong, generative=method.generative)
+        # the backbone's path is where its weights lie, not what they are: ``identity`` stands for them
+        key = self.cache.key("student", STAGE_VERSION, {"inputs": identity, "head": head, "method": method.key(),
+                                                         "head_params": {k: v for k, v in params.items()
+                                                                         if k != "backbone"},
+                                                         "seed": seed, "targets": _digest(t_train, t_val)},
                              [self.data_key])
-        fit = functools.partial(_fit_student, feats, self.split, t_train, t_val, method, head=self.train.head,
-                                head_params=self.train.head_params(), seed=seed)
+        fit = functools.partial(_fit_student, inputs, self.split, t_train, t_val, method, head=head,
+                                head_params=params, seed=seed)
         out = self.cache.get_or_compute("student", key, fit)
         self.epochs[label] = len(out["val_agreement"])
         self.curves[label] = out["curve_p"]
         self._done(label, t0)
         return out
+
+    def student_inputs(self, model: str, *, generative: bool = False) -> tuple:
+        """What a student of ``model`` trains on: (rows of features, or of texts for fine-tuning; head name;
+        head parameters that change results; identity of the inputs for cache keys)."""
+        if self.train.student_mode == "probe":
+            if generative:
+                raise ConfigError("generative finetuning ('+gen') needs student_mode 'finetune' or 'lora'")
+            feats = self.features(model)
+            return feats, self.train.head, self.train.head_params(), feats.cache_id
+        from ..models import resolve
+        from ..models.features import model_fingerprint
+
+        if self.task.texts_b is not None:
+            raise ConfigError(f"task {self.task.name!r} is pairwise: fine-tuned students take single texts "
+                              "(use student_mode 'probe')")
+        spec = self.feature_specs.get(model) or FeatureSpec(model=model)
+        backbone = resolve(spec.model, cache=self.cache_dir) if spec.model != "tfidf" else "tfidf"
+        if generative:
+            from ..training.generative import generative_finetune
+
+            unlabelled = [self.task.texts[i] for i in np.concatenate([self.split.weak, self.split.transfer])]
+            backbone = generative_finetune(backbone, unlabelled, max_length=self.train.ft_max_length,
+                                           seed=self.settings.split_seed, cache=self.cache_dir)
+        params = {**self.train.finetune_params(), "pooling": spec.pooling}
+        texts = _Features(np.array(self.task.texts, dtype=object), np.arange(len(self.task)), len(self.task),
+                          "texts")
+        identity = "tfidf" if backbone == "tfidf" else model_fingerprint(backbone)
+        return texts, "finetune", {**params, "backbone": backbone}, identity
 
     def _done(self, label: tuple, t0: float) -> None:
         self.seconds[label] = time.perf_counter() - t0
@@ -240,9 +314,16 @@ class _Features:
         return self.matrix[rows]
 
 
+def _digest(*arrays: np.ndarray) -> str:
+    """Content hash of float arrays (targets), for cache keys."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, np.float32).tobytes())
+    return h.hexdigest()[:24]
+
+
 def task_prompt(name: str, task: TaskData) -> tuple[str, tuple[str, str]]:
     """The task's LM prompt (template, label words); the generic yes/no prompt when the task has none."""
-    from ..errors import ConfigError
     from ..supervisors.prompted import DEFAULT_PROMPT, check_prompt
     from ..tasks import TASKS, get_spec
 

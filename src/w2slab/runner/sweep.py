@@ -16,8 +16,9 @@
 Instead of ``ladder`` give ``weak`` and ``strong`` lists (every combination) or ``pairs`` as a list of
 [weak, strong]; a weak entry may be any supervisor string (``a+b@ds``, ``prompt:smollm2``). Other keys:
 ``split_seed``, ``test_fraction``, ``val_fraction``, ``head``, ``weak_head``, ``epochs``, ``batch_size``,
-``lr``, ``weight_decay``, ``layer``, ``pooling``, ``max_length`` (defaults of models without an entry)
-and ``n_bootstrap``. A run is one (task, weak, strong, method, seed); its key hashes all of that, the
+``lr``, ``weight_decay``, ``layer``, ``pooling``, ``max_length`` (defaults of models without an entry),
+``n_bootstrap``, and the fine-tuning path's ``student_mode`` ("probe", "finetune", "lora"), ``ft_epochs``,
+``ft_batch_size``, ``ft_grad_accum``, ``ft_lr``, ``ft_max_length``, ``lora_rank``, ``lora_alpha``. A run is one (task, weak, strong, method, seed); its key hashes all of that, the
 extractor settings of its models and the code version, so planning needs no data and no model.
 """
 from __future__ import annotations
@@ -48,8 +49,14 @@ SWEEP_KEYS: dict[str, tuple[tuple[type, ...], object]] = {
     "head": ((str,), _D.head), "weak_head": ((str,), _D.weak_head), "epochs": ((int,), _D.epochs),
     "batch_size": ((int,), _D.batch_size), "lr": ((float,), _D.lr), "weight_decay": ((float,), _D.weight_decay),
     "layer": ((int,), _D.layer), "pooling": ((str,), _D.pooling), "max_length": ((int,), _D.max_length),
-    "n_bootstrap": ((int,), _D.n_bootstrap),
+    "n_bootstrap": ((int,), _D.n_bootstrap), "student_mode": ((str,), _D.student_mode),
+    "ft_epochs": ((int,), _D.ft_epochs), "ft_batch_size": ((int,), _D.ft_batch_size),
+    "ft_grad_accum": ((int,), _D.ft_grad_accum), "ft_lr": ((float,), _D.ft_lr),
+    "ft_max_length": ((int,), _D.ft_max_length), "lora_rank": ((int,), _D.lora_rank),
+    "lora_alpha": ((int,), _D.lora_alpha),
 }
+_TRAIN_KEYS = ("head", "weak_head", "epochs", "batch_size", "lr", "weight_decay", "student_mode", "ft_epochs",
+               "ft_batch_size", "ft_grad_accum", "ft_lr", "ft_max_length", "lora_rank", "lora_alpha")
 MODEL_KEYS = {"name": (str,), "base": (str,), "layer": (int,), "pooling": (str,), "max_length": (int,)}
 
 
@@ -129,8 +136,8 @@ class Sweep:
         if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
                 or len(set(seeds)) != len(seeds):
             raise ConfigError(f"{where}: 'seeds' must be a count >= 1 or a list of distinct integers >= 0")
-        train = TrainSettings(head=get["head"], weak_head=get["weak_head"], epochs=get["epochs"],
-                              batch_size=get["batch_size"], lr=float(get["lr"]), weight_decay=float(get["weight_decay"]))
+        train = TrainSettings(**{k: float(get[k]) if k in ("lr", "weight_decay", "ft_lr") else get[k]
+                                 for k in _TRAIN_KEYS})
         used = {m for weak, strong in pairs if weak.kind != "prompt" for m in (*weak.models, strong)}
         used |= {strong for _, strong in pairs}
         models = {m: aliases.get(m) or FeatureSpec(model=m, layer=get["layer"], pooling=get["pooling"],
@@ -149,15 +156,15 @@ class Sweep:
                 raise ConfigError(f"{where}: model {spec.model!r}: " + MODELS.unknown_message(spec.model))
         if not self.pairs or not self.methods or not self.tasks:
             raise ConfigError(f"{where}: the grid is empty (no weak/strong pair, method or task)")
+        from .config import check_methods
+
         for task in self.tasks:  # the same checks as a single experiment (task names, heads, fractions, …)
             ExperimentConfig(task=task.task, weak=(self.pairs[0][0].name,), strong=(self.pairs[0][1],),
-                             losses=tuple(m.loss for m in self.methods), seeds=len(self.seeds),
-                             n_examples=task.n_examples, split_seed=task.split_seed,
-                             test_fraction=task.test_fraction, val_fraction=task.val_fraction, head=self.train.head,
-                             weak_head=self.train.weak_head, epochs=self.train.epochs,
-                             batch_size=self.train.batch_size, lr=self.train.lr, n_bootstrap=self.n_bootstrap).validate()
-        if self.train.head == "sklearn_logistic" and any(m.mixup or m.min_supervised_per_batch for m in self.methods):
-            raise ConfigError(f"{where}: mixup and min_supervised_per_batch need a torch head, not sklearn_logistic")
+                             losses=("xent",), seeds=len(self.seeds), n_examples=task.n_examples,
+                             split_seed=task.split_seed, test_fraction=task.test_fraction,
+                             val_fraction=task.val_fraction, n_bootstrap=self.n_bootstrap,
+                             **dataclasses.asdict(self.train)).validate()
+        check_methods(self.methods, self.train)
 
     @property
     def weak_models(self) -> frozenset[str]:

@@ -10,7 +10,11 @@ A method string is ``loss[+modifier]`` (e.g. ``xent+filter``, ``logconf+self3``)
   supervisor is never forgotten entirely), and a fresh student is trained on that mix; ``softselfN`` keeps
   the student's probabilities as soft pseudo-labels instead;
 - ``mixup``: students train on mixup batches (convex combinations of two examples and of their targets,
-  weight ~ Beta(0.4, 0.4)), a standard guard against memorising noisy pseudo-labels.
+  weight ~ Beta(0.4, 0.4)), a standard guard against memorising noisy pseudo-labels;
+- ``gen``: generative finetuning — a language-modelling pass of the student on the task's unlabelled texts
+  (halves A and B) before transfer (fine-tuned students only; the ceiling stays the plain model);
+- ``oracle``: select the student's epoch on *ground-truth* validation labels. An upper bound that a real
+  weak-to-strong setting cannot have; reports mark it.
 
 In sweep files a method may also be a table with parameters (``make_method``): the loss's own parameters
 (``aux_coef``, ``warmup_frac``, ``alpha``, ``beta``), ``mixup`` (the Beta parameter; 0 = off), ``self_keep``,
@@ -26,7 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-MODIFIERS = ("filter", "entropy", "self<N>", "softself<N>", "mixup")
+MODIFIERS = ("filter", "entropy", "self<N>", "softself<N>", "mixup", "gen", "oracle")
 ENTROPY_DROP = 0.2
 SELF_KEEP = 0.5
 SELF_SUPERVISED_SHARE = 0.25
@@ -49,6 +53,8 @@ class Method:
     supervised_share: float = SELF_SUPERVISED_SHARE
     min_supervised_per_batch: float = 0.0
     entropy_drop: float = ENTROPY_DROP
+    generative: bool = False
+    oracle_stopping: bool = False
 
     def key(self) -> dict:
         """Everything that changes results (the display name does not)."""
@@ -104,6 +110,7 @@ def parse_method(name: str) -> Method:
     if loss not in LOSSES:
         raise ConfigError(f"method {name!r}: " + LOSSES.unknown_message(loss))
     label_filter, rounds, soft, mixup = None, 0, False, 0.0
+    flags = {"gen": False, "oracle": False}
     for mod in mods:
         match = re.fullmatch(r"(soft)?self(\d+)", mod)
         if mod in ("filter", "entropy") and label_filter is None:
@@ -112,10 +119,13 @@ def parse_method(name: str) -> Method:
             rounds, soft = int(match.group(2)), bool(match.group(1))
         elif mod == "mixup" and not mixup:
             mixup = MIXUP_ALPHA
+        elif mod in flags and not flags[mod]:
+            flags[mod] = True
         else:
             raise ConfigError(f"method {name!r}: unknown or repeated modifier {mod!r} (allowed once each: filter or "
-                              "entropy, self1 … self10 or softself1 … softself10, mixup)")
-    return Method(name, loss, label_filter, rounds, soft, mixup=mixup)
+                              "entropy, self1 … self10 or softself1 … softself10, mixup, gen, oracle)")
+    return Method(name, loss, label_filter, rounds, soft, mixup=mixup, generative=flags["gen"],
+                  oracle_stopping=flags["oracle"])
 
 
 def entropy_keep(weak: np.ndarray, *, drop_fraction: float = ENTROPY_DROP) -> np.ndarray:

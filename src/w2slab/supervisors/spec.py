@@ -3,6 +3,8 @@
 - ``minilm`` (any model name): a weak model trained on half A with ground truth;
 - ``tfidf+minilm+smollm2@ds``: an ensemble of weak models combined by a label model (``mean``, ``vote``,
   ``ds`` = Dawid–Skene; default ``mean``) fitted without ground truth;
+- ``tfidf>minilm-l3``: bootstrapping — the weak model's labels pass through intermediate models, each
+  trained on the previous one's labels; paired with a strong model this is the chain weak → … → strong;
 - ``prompt:smollm2``: a causal LM prompted zero-shot, scoring the task's two label words (no training);
   ``prompt4:smollm2``: the same with 4 labelled examples from half A in the prompt (few-shot, balanced,
   drawn per seed).
@@ -17,7 +19,8 @@ from ..errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class SupervisorSpec:
-    """kind: 'model', 'ensemble' or 'prompt'; models: the model name(s); combine: the label model."""
+    """kind: 'model', 'ensemble', 'chain' or 'prompt'; models: the model name(s) (a chain's in order);
+    combine: the label model."""
 
     name: str
     kind: str
@@ -39,6 +42,14 @@ def parse_supervisor(name: str) -> SupervisorSpec:
         if shots % 2 or shots > 16:
             raise ConfigError(f"supervisor {name!r}: the number of shots must be even (balanced) and at most 16")
         return SupervisorSpec(name, "prompt", (model,), shots=shots)
+    if ">" in text:
+        models = tuple(m.strip() for m in text.split(">"))
+        if len(models) < 2 or not all(models) or any(c in m for m in models for c in "+@:"):
+            raise ConfigError(f"supervisor {name!r}: a bootstrapping chain is model names joined by '>', "
+                              "e.g. tfidf>minilm")
+        if len(set(models)) != len(models):
+            raise ConfigError(f"supervisor {name!r}: a model appears twice in the chain")
+        return SupervisorSpec(name, "chain", models)
     if "+" in text or "@" in text:
         members, _, how = text.partition("@")
         models = tuple(m.strip() for m in members.split("+") if m.strip())
