@@ -121,3 +121,31 @@ def test_generative_finetuning_adapts_the_backbone_once(sst2_small, cache_dir):
     assert any(not torch.equal(adapted[k], original[k]) for k in original)
     with pytest.raises(ConfigError, match="needs student_mode"):
         ExperimentConfig(losses=("xent+gen",)).validate()
+
+
+DDP_SCRIPT = """
+import os, sys
+import numpy as np
+import torch.distributed as dist
+from w2slab.tasks import load_task
+from w2slab.training.finetune import FineTuner
+
+task = load_task("sst2", n_examples=120, seed=0)
+X, y = np.array(task.texts[:48], dtype=object), task.labels[:48].astype(np.float32)
+model = FineTuner("minilm", mode="lora", epochs=1, batch_size=16, seed=0).fit(X[:32], y[:32])
+np.save(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.npy"), model.predict_proba(X[32:])[:, 1])
+open(os.path.join(sys.argv[1], f"world{os.environ['RANK']}"), "w").write(str(dist.get_world_size()))
+"""
+
+
+def test_two_process_data_parallel_training_keeps_replicas_identical(tmp_path):
+    """The accelerate/DDP path for real: two CPU processes (gloo) each train on half of every batch."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                    str(script), str(tmp_path)], check=True, timeout=600, capture_output=True)
+    assert (tmp_path / "world0").read_text() == (tmp_path / "world1").read_text() == "2"
+    np.testing.assert_allclose(np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy"), atol=1e-6)

@@ -47,8 +47,14 @@ def summary_table(summaries: list[dict]) -> list[dict]:
                      "pgr_ci_low": round(s["pgr_low"], 3) if s["defined"] else "",
                      "pgr_ci_high": round(s["pgr_high"], 3) if s["defined"] else "",
                      "pgr_per_seed": " ".join(f"{v:+.2f}" for v in r.get("pgr_per_seed", [])),
-                     "reason_undefined": s["reason"], "experiment": s["experiment"]})
+                     "reason_undefined": s["reason"], "oracle_stopping": is_oracle(s["loss"]),
+                     "experiment": s["experiment"]})
     return rows
+
+
+def is_oracle(method: str) -> bool:
+    """Whether a method selected epochs on ground truth (the '+oracle' upper bound; its name always says so)."""
+    return "oracle" in method
 
 
 def imitation_table(summaries: list[dict]) -> list[dict]:
@@ -187,7 +193,9 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
         ("PGR per task, pair and method", "summaries",
          "Accuracies are means over seeds; the PGR interval is a 95% bootstrap over test items and seeds. "
          f"<b>undefined</b> ({undefined} of {len(summaries)}): the ceiling does not beat the floor beyond test-set "
-         "noise, or the PGR interval is wider than 1 — see reason_undefined."),
+         "noise, or the PGR interval is wider than 1 — see reason_undefined."
+         + (" Rows with oracle_stopping = True chose their epochs on <b>ground-truth</b> validation labels: an upper "
+            "bound, not a weak-to-strong result." if any(is_oracle(s["loss"]) for s in summaries) else "")),
         ("Median PGR across task-pairs", "median_pgr",
          "Bootstrap over task-pairs; undefined PGRs are excluded and counted; strong-to-strong controls excluded."),
         ("Method comparisons (paired over task-pairs)", "method_comparison",

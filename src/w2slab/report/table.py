@@ -31,6 +31,9 @@ def format_table(result) -> str:
            line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
     notes = [f"* {s['weak']} → {s['strong']} / {s['loss']}: PGR undefined: {s['reason']}"
              for s in result.summaries if not s["defined"]]
+    if any("oracle" in s["loss"] for s in result.summaries):
+        notes.append("+oracle: epochs chosen on ground-truth validation labels — an upper bound, not a weak-to-strong "
+                     "result")
     if any(s["strong_to_strong"] for s in result.summaries):
         notes.append("s2s control: the same model as weak and strong (strong-to-strong), not a weak-to-strong pair")
     return "\n".join(out + ([""] + notes if notes else []))

@@ -1,10 +1,55 @@
-"""The experiment configuration: one frozen dataclass, validated once, hashed for caching."""
+"""Configuration: the task and training settings groups, and the flat ExperimentConfig (validated once, hashed
+for caching) that `w2slab run` and `run_experiment` take."""
 from __future__ import annotations
 
 import dataclasses
 
 from ..errors import ConfigError
 from ..registry import check_names
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSettings:
+    """What fixes the items and the split: the task, how many items (None = all), the split seed and fractions."""
+
+    task: str
+    n_examples: int | None = 3000
+    split_seed: int = 0
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """The student head and the weak model's head, with the optimiser settings every head receives."""
+
+    head: str = "logistic"
+    weak_head: str = "sklearn_logistic"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    student_mode: str = "probe"  # 'probe' (a head on frozen features), 'finetune' (whole model) or 'lora'
+    ft_epochs: int = 2
+    ft_batch_size: int = 16
+    ft_grad_accum: int = 1
+    ft_lr: float = 0.0  # 0: 3e-5 for full fine-tuning, 3e-4 for LoRA
+    ft_max_length: int = 128
+    lora_rank: int = 8
+    lora_alpha: int = 16
+
+    def head_params(self) -> dict:
+        return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
+
+    def finetune_params(self) -> dict:
+        """FineTuner settings of students in 'finetune' / 'lora' mode (the backbone is added per model)."""
+        return {"mode": "lora" if self.student_mode == "lora" else "full", "epochs": self.ft_epochs,
+                "batch_size": self.ft_batch_size, "grad_accum": self.ft_grad_accum, "lr": self.ft_lr or None,
+                "max_length": self.ft_max_length, "lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha,
+                "weight_decay": self.weight_decay}
+
+
+_TASK, _TRAIN = TaskSettings("sst2"), TrainSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,28 +71,28 @@ class ExperimentConfig:
     strong: tuple[str, ...] = ("mpnet",)
     losses: tuple[str, ...] = ("xent", "logconf")
     seeds: int = 3
-    n_examples: int | None = 3000
-    split_seed: int = 0
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    head: str = "logistic"
-    weak_head: str = "sklearn_logistic"
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-2
+    n_examples: int | None = _TASK.n_examples
+    split_seed: int = _TASK.split_seed
+    test_fraction: float = _TASK.test_fraction
+    val_fraction: float = _TASK.val_fraction
+    head: str = _TRAIN.head
+    weak_head: str = _TRAIN.weak_head
+    epochs: int = _TRAIN.epochs
+    batch_size: int = _TRAIN.batch_size
+    lr: float = _TRAIN.lr
+    weight_decay: float = _TRAIN.weight_decay
     layer: int = -1
     pooling: str = "mean"
     max_length: int = 256
     n_bootstrap: int = 2000
-    student_mode: str = "probe"
-    ft_epochs: int = 2
-    ft_batch_size: int = 16
-    ft_grad_accum: int = 1
-    ft_lr: float = 0.0
-    ft_max_length: int = 128
-    lora_rank: int = 8
-    lora_alpha: int = 16
+    student_mode: str = _TRAIN.student_mode
+    ft_epochs: int = _TRAIN.ft_epochs
+    ft_batch_size: int = _TRAIN.ft_batch_size
+    ft_grad_accum: int = _TRAIN.ft_grad_accum
+    ft_lr: float = _TRAIN.ft_lr
+    ft_max_length: int = _TRAIN.ft_max_length
+    lora_rank: int = _TRAIN.lora_rank
+    lora_alpha: int = _TRAIN.lora_alpha
 
     def __post_init__(self) -> None:
         for name in ("weak", "strong", "losses"):
@@ -100,14 +145,10 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def task_settings(self):
-        from .stages import TaskSettings
-
+    def task_settings(self) -> TaskSettings:
         return TaskSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TaskSettings)})
 
-    def train_settings(self):
-        from .stages import TrainSettings
-
+    def train_settings(self) -> TrainSettings:
         return TrainSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSettings)})
 
     def feature_specs(self, models) -> dict:

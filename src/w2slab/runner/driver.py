@@ -199,16 +199,17 @@ def _jobs(plan: SweepPlan, data: Path | None, cache_root: Path) -> list[Job]:
             deps = tuple(supervisor(ctx, parse_supervisor(m), seed) for m in weak.models)
         return add(f"{ctx.task.task}|supervisor|{weak.name}|{seed}", "supervisor", ctx, (weak.name, seed), deps)
 
+    probe = sweep.train.student_mode == "probe"  # fine-tuned students read texts, not features
     missing = [r for r in plan.runs if r.key not in plan.cached]
     for run in missing:  # features first, so they are computed before anything that reads them
         ctx = contexts[run.task]
-        for model in ([] if run.weak.kind == "prompt" else list(run.weak.models)) + [run.strong]:
+        for model in ([] if run.weak.kind == "prompt" else list(run.weak.models)) + ([run.strong] if probe else []):
             features(ctx, model)
     for run in missing:
         ctx = contexts[run.task]
         sup = supervisor(ctx, run.weak, run.seed)
         ceiling = add(f"{run.task.task}|ceiling|{run.strong}|{run.seed}", "ceiling", ctx, (run.strong, run.seed),
-                      (features(ctx, run.strong),))
+                      (features(ctx, run.strong),) if probe else ())
         add(f"run|{run.key}", "run", ctx, (run,), (sup, ceiling))
     return list(jobs.values())
 

@@ -88,7 +88,7 @@ def run_experiment(config: ExperimentConfig | None = None, *, data_dir: str | Pa
                           weak_models=frozenset(trained), data_dir=data_dir, cache_dir=cache_dir, progress=progress,
                           reuse=reuse, task_data=task_data)
     task, split = stages.task, stages.split
-    for model in models:
+    for model in models if config.student_mode == "probe" else trained:  # fine-tuned students read texts
         stages.features(model)
     timings: dict[str, float] = {f"features_{m}_s": s for m, s in stages.feature_seconds.items()}
     experiment = stable_hash({"config": config.to_dict(), "data": stages.data_key})[:16]

@@ -27,50 +27,10 @@ from ..supervisors.refine import Method, confident_keep, entropy_keep, parse_met
 from ..supervisors.spec import SupervisorSpec
 from ..tasks import TaskData, load_task, subsample
 from .cache import StageCache
+from .config import TaskSettings, TrainSettings
 from .protocol import Split, cross_fitted, group_split, train_student, train_weak, transfer_targets
 
 STAGE_VERSION = 5  # bump when weak/student training changes, so cached stage outputs are not reused
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSettings:
-    """What fixes the items and the split: the task, how many items (None = all), the split seed and fractions."""
-
-    task: str
-    n_examples: int | None = 3000
-    split_seed: int = 0
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    """The student head and the weak model's head, with the optimiser settings every head receives."""
-
-    head: str = "logistic"
-    weak_head: str = "sklearn_logistic"
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-2
-    student_mode: str = "probe"  # 'probe' (a head on frozen features), 'finetune' (whole model) or 'lora'
-    ft_epochs: int = 2
-    ft_batch_size: int = 16
-    ft_grad_accum: int = 1
-    ft_lr: float = 0.0  # 0: 3e-5 for full fine-tuning, 3e-4 for LoRA
-    ft_max_length: int = 128
-    lora_rank: int = 8
-    lora_alpha: int = 16
-
-    def head_params(self) -> dict:
-        return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay")}
-
-    def finetune_params(self) -> dict:
-        """FineTuner settings of students in 'finetune' / 'lora' mode (the backbone is added per model)."""
-        return {"mode": "lora" if self.student_mode == "lora" else "full", "epochs": self.ft_epochs,
-                "batch_size": self.ft_batch_size, "grad_accum": self.ft_grad_accum, "lr": self.ft_lr or None,
-                "max_length": self.ft_max_length, "lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha,
-                "weight_decay": self.weight_decay}
 
 
 class StageContext:

@@ -88,6 +88,8 @@ def make_method(spec: str | dict) -> Method:
     except (TypeError, ConfigError) as err:
         raise ConfigError(f"method {spec['method']!r}: {err}") from None
     name = spec.get("name") or base.name + "".join(f",{k}={v}" for k, v in sorted({**params, **refinements}.items()))
+    if base.oracle_stopping and "oracle" not in str(name):
+        name = f"{name} (oracle)"  # tables and the report recognise the upper bound by its name
     method = dataclasses.replace(base, name=str(name), loss_params=tuple(sorted(params.items())),
                                  **{k: float(v) for k, v in refinements.items()})
     _check_ranges(method)

@@ -115,14 +115,17 @@ class FineTuner:
         total = self.epochs * len(self._epoch_batches(encoded, 0, anchor, anchor_share))
         sched = _schedule(self.schedule, opt, int(self.warmup_frac * total), total)
         model, opt = acc.prepare(self.model_, opt)  # DDP under `accelerate launch`; unchanged on one CPU
+        inner = acc.unwrap_model(model)  # parameter names without DDP's "module." prefix, for state dicts
         prior = float(np.clip((targets.numpy() >= 0.5).mean(), 0.01, 0.99))
         state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_state": None, "history": [], "stale": 0}
-        state = self._resume(model, opt, sched, state)
+        state = self._resume(inner, opt, sched, state)
         micro = self.batch_size // self.grad_accum
         while state["epoch"] < self.epochs:
             batches = self._epoch_batches(encoded, state["epoch"], anchor, anchor_share)
             model.train()
             for b in range(state["batch"], len(batches)):
+                if len(batches[b]) < acc.num_processes:  # a tail batch too small to shard: every rank skips it
+                    continue
                 idx = batches[b][acc.process_index::acc.num_processes]  # this process's shard of the batch
                 parts = np.array_split(idx, math.ceil(len(idx) / micro))  # micro-batches of one optimiser step
                 for j, part in enumerate(parts):
@@ -141,17 +144,17 @@ class FineTuner:
                 opt.zero_grad(set_to_none=True)
                 state["step"], state["batch"] = state["step"] + 1, b + 1
                 if self.checkpoint_every and state["step"] % self.checkpoint_every == 0:
-                    self._save(model, opt, sched, state)
+                    self._save(inner, opt, sched, state, acc)
                 if self.max_steps is not None and state["step"] >= self.max_steps:
-                    self._save(model, opt, sched, state)
-                    self.model_, self.history_ = acc.unwrap_model(model).eval(), state["history"]
+                    self._save(inner, opt, sched, state, acc)
+                    self.model_, self.history_ = inner.eval(), state["history"]
                     return self
-            if self._end_epoch(model, state, eval_set, monitor):
+            if self._end_epoch(inner, state, eval_set, monitor):
                 break
-            self._save(model, opt, sched, state)
+            self._save(inner, opt, sched, state, acc)
         if state["best_state"] is not None:
-            acc.unwrap_model(model).load_state_dict(state["best_state"], strict=False)
-        self.model_ = acc.unwrap_model(model).eval()
+            _load_trainable(inner, state["best_state"])
+        self.model_ = inner.eval()
         self.history_ = state["history"]
         self.best_epoch_ = state.get("best_epoch", len(state["history"]))
         return self
@@ -230,11 +233,11 @@ class FineTuner:
     def _checkpoint(self) -> Path | None:
         return None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / "checkpoint.pt"
 
-    def _save(self, model, opt, sched, state: dict) -> None:
+    def _save(self, model, opt, sched, state: dict, acc) -> None:
         import torch
 
         path = self._checkpoint()
-        if path is None:
+        if path is None or not acc.is_main_process:
             return
         blob = {"config": self.config_key(), "model": {k: v.detach().cpu() for k, v in _trainable_state(model).items()},
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -252,7 +255,7 @@ class FineTuner:
         if blob["config"] != self.config_key():
             raise ConfigError(f"checkpoint {str(path)!r} was written by another configuration; use another "
                               "checkpoint_dir or delete it")
-        model.load_state_dict(blob["model"], strict=False)
+        _load_trainable(model, blob["model"])
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
@@ -263,6 +266,13 @@ def _trainable_state(model) -> dict:
     """The parameters that training changes (all of them, or the LoRA adapters and the head)."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v for k, v in model.state_dict().items() if k in names}
+
+
+def _load_trainable(model, state: dict) -> None:
+    """Load a trainable-parameters-only state dict; every key must name a parameter of ``model``."""
+    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise ConfigError(f"checkpoint holds weights this model does not have: {', '.join(unexpected[:3])} …")
 
 
 def _schedule(name: str, opt, warmup: int, total: int):
