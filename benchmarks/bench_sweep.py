@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import save
+from common import OUT, ROOT, save
 from w2slab.paths import cache_dir as default_cache
 from w2slab.runner.driver import plan_sweep, run_sweep
 from w2slab.runner.store import ResultsStore
@@ -152,10 +152,43 @@ def _identities(cache: Path) -> dict:
     return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in (cache / "stages").rglob("*.npz")}
 
 
+def plot(result: dict) -> Path:
+    """docs/sweep_scaling.png: total wall time vs number of runs per executor, with the fitted lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from w2slab.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, data in result["executors"].items():
+        if not isinstance(data, dict):
+            continue
+        n = np.array([r["runs"] for r in data["rows"]])
+        ax.plot(n, [r["wall_s"] for r in data["rows"]], "o", label=f"{name} ({data['processes']} proc.)")
+        ax.plot(n, data["fixed_s (intercept)"] + data["seconds_per_run (slope)"] * n, "-", alpha=0.5,
+                color=ax.lines[-1].get_color())
+    ax.set_xlabel("runs in the sweep (cached features)")
+    ax.set_ylabel("total wall time (s)")
+    ax.set_title("sweep time vs size: points measured, lines least-squares fits")
+    ax.legend()
+    target = ROOT / "docs" / "sweep_scaling.png"
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="8,16,32,64,128")
+    parser.add_argument("--plot-only", action="store_true", help="redraw docs/sweep_scaling.png from out/sweep.json")
     args = parser.parse_args()
+    if args.plot_only:
+        import json
+
+        print(plot(json.loads((OUT / "sweep.json").read_text())))
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -165,6 +198,7 @@ def main() -> None:
         result["executors"] = bench_executors(tmp, sizes)
         result["kill_resume"] = bench_kill(tmp)
     save("sweep", result)
+    plot(result)
 
 
 if __name__ == "__main__":
