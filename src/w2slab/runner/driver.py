@@ -27,7 +27,7 @@ from ..paths import cache_dir as resolve_cache_dir
 from ..paths import data_dir as resolve_data_dir
 from ..paths import results_dir as resolve_results_dir
 from .cache import StageCache
-from .executors import EXECUTORS, Outcome
+from .executors import EXECUTORS
 from .experiment import summary_fields
 from .jobs import RUN_STAGE, ContextSpec, Job
 from .progress import SweepProgress

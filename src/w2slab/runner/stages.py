@@ -12,7 +12,6 @@ import functools
 import hashlib
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
@@ -368,8 +367,3 @@ def learning_curve(curve_p: np.ndarray, y_test: np.ndarray, weak_test: np.ndarra
     if weak_test is not None:
         out["weak_agreement"] = ((hard == (weak_test >= 0.5)).mean(1)).round(4).tolist()
     return out
-
-
-def cache_root(cache_dir: str | Path | None) -> Path:
-    """Where stage outputs live under a cache directory."""
-    return resolve_cache_dir(cache_dir) / "stages"

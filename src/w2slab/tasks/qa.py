@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .base import Item, Row, TaskSpec, balance, choice_items
-from .readers import read_csv, read_json_list, read_jsonl, read_text, read_tsv, require_keys
+from .readers import read_csv, read_json_list, read_jsonl, read_text, require_keys
 
 MC_RULE = "each question → (question, correct answer) = 1 and (question, one seeded wrong answer) = 0"
 

@@ -20,7 +20,6 @@ each process trains on its shard of every batch. On a CPU it runs as one process
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 from pathlib import Path
 
@@ -280,16 +279,3 @@ def _schedule(name: str, opt, warmup: int, total: int):
 
     make = get_cosine_schedule_with_warmup if name == "cosine" else get_linear_schedule_with_warmup
     return make(opt, num_warmup_steps=warmup, num_training_steps=max(total, 1))
-
-
-@dataclasses.dataclass(frozen=True)
-class FineTuneSettings:
-    """The fine-tuning path's settings in configs and sweep files (``student_mode`` 'finetune' or 'lora')."""
-
-    epochs: int = 2
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float | None = None
-    max_length: int = 128
-    lora_rank: int = 8
-    lora_alpha: int = 16
