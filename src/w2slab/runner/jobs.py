@@ -120,7 +120,9 @@ def warm_up() -> None:
 def _quiet() -> None:
     """Worker processes print no library progress bars (the driver shows sweep progress)."""
     import os
+    import warnings
 
+    warnings.filterwarnings("ignore", module="transformers")  # deprecation notices, once per worker
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
