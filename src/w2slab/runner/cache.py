@@ -6,6 +6,7 @@ back ``w2slab cache ls / gc``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -124,8 +125,6 @@ def collect_garbage(root: str | Path, *, older_than_days: float | None = None, s
 
 
 def _version_of(meta: Path) -> str | None:
-    import json
-
     try:
         return json.loads(meta.read_text()).get("w2slab")
     except (OSError, ValueError):

@@ -26,6 +26,7 @@ from ..io import stable_hash
 from ..paths import cache_dir as resolve_cache_dir
 from ..paths import data_dir as resolve_data_dir
 from ..paths import results_dir as resolve_results_dir
+from ..supervisors.spec import parse_supervisor
 from .cache import StageCache
 from .executors import EXECUTORS
 from .experiment import summary_fields
@@ -108,10 +109,10 @@ def run_sweep(sweep, *, executor: str = "local", processes: int | None = None, t
     cache_root = resolve_cache_dir(cache_dir)
     check_writable(cache_root, what="cache directory", min_free_mb=MIN_FREE_MB)
     results = check_writable(resolve_results_dir(results_dir))
-    plan = plan_sweep(sweep, data_dir=data_dir, cache_dir=cache_root)
+    data = resolve_data_dir(data_dir)
+    plan = plan_sweep(sweep, data_dir=data, cache_dir=cache_root)
     runner = EXECUTORS.get(executor)(processes=processes, threads=threads, address=address)
     _check_models(plan.sweep, cache_root)
-    data = resolve_data_dir(data_dir)
     jobs = _jobs(plan, data, cache_root)
     writer = _RowWriter(ResultsStore(results / "results.sqlite"), plan, cache_root)
     bar = SweepProgress(len(plan.runs), len(plan.cached), enabled=progress)
@@ -194,8 +195,6 @@ def _jobs(plan: SweepPlan, data: Path | None, cache_root: Path) -> list[Job]:
         elif weak.kind in ("model", "chain"):  # a chain's links are trained inside its one job
             deps = tuple(features(ctx, m) for m in weak.models)
         else:  # an ensemble waits for its members' weak models
-            from ..supervisors.spec import parse_supervisor
-
             deps = tuple(supervisor(ctx, parse_supervisor(m), seed) for m in weak.models)
         return add(f"{ctx.task.task}|supervisor|{weak.name}|{seed}", "supervisor", ctx, (weak.name, seed), deps)
 
@@ -229,6 +228,7 @@ class _RowWriter:
         self.results: dict[tuple, dict[int, dict]] = {}
         self.rows, self.summary_rows, self.failures, self.resolved = [], [], [], []
         self.summaries: list[dict] = []
+        self.written: set[str] = set()  # row keys produced by this writer (floors and ceilings recur across runs)
         self.provenance = provenance()
         self.last_flush = time.perf_counter()
 
@@ -249,6 +249,10 @@ class _RowWriter:
                 ("floor", run.weak.name, "", None, [task_key, "floor", run.weak.name, run.seed]),
                 ("ceiling", "", run.strong, None, [task_key, "ceiling", run.strong, run.seed]),
                 ("transfer", run.weak.name, run.strong, run.method.name, [run.key])):
+            row_key = stable_hash([self.sweep.name, *key])
+            if row_key in self.written:  # a floor or ceiling shared with a run already written
+                continue
+            self.written.add(row_key)
             m = classification_metrics(y, result[role])
             extra = {"split_sizes": metrics["split_sizes"]}
             if role == "transfer":
@@ -257,7 +261,7 @@ class _RowWriter:
             elif role == "ceiling":
                 extra.update(epochs_trained=metrics["epochs_trained"]["ceiling"],
                              curve=learning_curve(result["curve_ceiling"], y, None))
-            self.rows.append({**base, "run_key": stable_hash([self.sweep.name, *key]), "weak": weak, "strong": strong,
+            self.rows.append({**base, "run_key": row_key, "weak": weak, "strong": strong,
                               "loss": loss, "role": role, "accuracy": m["accuracy"], "auc": m["auc"],
                               "metrics": {**m, **extra}, "predictions": f"{where}#{role}",
                               "timings": {"fit_s": metrics["fit_s"][role]}})

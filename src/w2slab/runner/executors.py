@@ -47,14 +47,15 @@ class _DagExecutor:
 
     def run(self, jobs: list[Job]) -> Iterator[Outcome]:
         by_id = {j.id: j for j in jobs}
-        waiting = {j.id: {d for d in j.deps if d in by_id} for j in jobs}
+        upstream = {j.id: {d for d in j.deps if d in by_id} for j in jobs}
+        waiting = {k: v for k, v in upstream.items() if v}  # jobs not yet submitted → deps still running
         dependents: dict[str, list[str]] = {}
-        for j in jobs:
-            for d in waiting[j.id]:
-                dependents.setdefault(d, []).append(j.id)
+        for job_id, deps in waiting.items():
+            for d in deps:
+                dependents.setdefault(d, []).append(job_id)
         self._start()
         try:
-            ready = [j for j in jobs if not waiting[j.id]]
+            ready = [j for j in jobs if not upstream[j.id]]
             while ready or self._busy():
                 for job in ready:
                     self._submit(job)
@@ -75,7 +76,6 @@ class _DagExecutor:
                             del waiting[child]
                             yield Outcome(by_id[child], error=f"upstream {outcome.job.kind} failed: {outcome.error}")
                             todo.extend(dependents.get(child, ()))
-                waiting = {k: v for k, v in waiting.items() if v}  # those with no deps left were queued
         finally:
             self._stop()
 

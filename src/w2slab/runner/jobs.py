@@ -8,6 +8,7 @@ atomically; a ``run`` job also returns its result to the driver, which alone wri
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections import OrderedDict
@@ -117,6 +118,7 @@ def warm_up() -> None:
     _quiet()
 
 
+@functools.cache
 def _quiet() -> None:
     """Worker processes print no library progress bars (the driver shows sweep progress)."""
     import os

@@ -142,9 +142,7 @@ class StageContext:
         echo of its training targets. labels: (n,) soft labels; returns the same shape."""
         split = self.split
         inputs, head, params, identity = self.student_inputs(model)
-        key = self.cache.key("bootstrap", STAGE_VERSION, {"inputs": identity, "head": head, "seed": seed,
-                                                           "head_params": {k: v for k, v in params.items()
-                                                                           if k != "backbone"},
+        key = self.cache.key("bootstrap", STAGE_VERSION, {**identity, "seed": seed,
                                                            "labels": _digest(labels[self.labelled_rows])},
                              [self.data_key])
 
@@ -209,12 +207,8 @@ class StageContext:
         strong, seed = label[2], label[4]
         t0 = time.perf_counter()
         inputs, head, params, identity = self.student_inputs(strong, generative=method.generative)
-        # the backbone's path is where its weights lie, not what they are: ``identity`` stands for them
-        key = self.cache.key("student", STAGE_VERSION, {"inputs": identity, "head": head, "method": method.key(),
-                                                         "head_params": {k: v for k, v in params.items()
-                                                                         if k != "backbone"},
-                                                         "seed": seed, "targets": _digest(t_train, t_val)},
-                             [self.data_key])
+        key = self.cache.key("student", STAGE_VERSION, {**identity, "method": method.key(), "seed": seed,
+                                                         "targets": _digest(t_train, t_val)}, [self.data_key])
         fit = functools.partial(_fit_student, inputs, self.split, t_train, t_val, method, head=head,
                                 head_params=params, seed=seed)
         out = self.cache.get_or_compute("student", key, fit)
@@ -225,12 +219,14 @@ class StageContext:
 
     def student_inputs(self, model: str, *, generative: bool = False) -> tuple:
         """What a student of ``model`` trains on: (rows of features, or of texts for fine-tuning; head name;
-        head parameters that change results; identity of the inputs for cache keys)."""
+        head parameters; the identity of all that for cache keys — the weights' fingerprint stands for a
+        backbone's path, which says where weights lie, not what they are)."""
         if self.train.student_mode == "probe":
             if generative:
                 raise ConfigError("generative finetuning ('+gen') needs student_mode 'finetune' or 'lora'")
             feats = self.features(model)
-            return feats, self.train.head, self.train.head_params(), feats.cache_id
+            params = self.train.head_params()
+            return feats, self.train.head, params, _identity(feats.cache_id, self.train.head, params)
         from ..models import resolve
         from ..models.features import model_fingerprint
 
@@ -246,10 +242,14 @@ class StageContext:
             backbone = generative_finetune(backbone, unlabelled, max_length=self.train.ft_max_length,
                                            seed=self.settings.split_seed, cache=self.cache_dir)
         params = {**self.train.finetune_params(), "pooling": spec.pooling}
-        texts = _Features(np.array(self.task.texts, dtype=object), np.arange(len(self.task)), len(self.task),
-                          "texts")
-        identity = "tfidf" if backbone == "tfidf" else model_fingerprint(backbone)
-        return texts, "finetune", {**params, "backbone": backbone}, identity
+        identity = _identity("tfidf" if backbone == "tfidf" else model_fingerprint(backbone), "finetune", params)
+        return self.texts, "finetune", {**params, "backbone": backbone}, identity
+
+    @functools.cached_property
+    def texts(self) -> "_Features":
+        """Every item's text as rows (an object array), what fine-tuned students train on."""
+        n = len(self.task)
+        return _Features(np.array(self.task.texts, dtype=object), np.arange(n), n, "texts")
 
     def _done(self, label: tuple, t0: float) -> None:
         self.seconds[label] = time.perf_counter() - t0
@@ -271,6 +271,11 @@ class _Features:
         if (rows < 0).any():
             raise RuntimeError("internal error: features requested for items that were not featurised")
         return self.matrix[rows]
+
+
+def _identity(inputs: str, head: str, head_params: dict) -> dict:
+    """The part of a student's cache key that names its inputs and learner."""
+    return {"inputs": inputs, "head": head, "head_params": head_params}
 
 
 def _digest(*arrays: np.ndarray) -> str:

@@ -119,9 +119,8 @@ class Sweep:
     def _parse(cls, raw: dict, default_name: str, where: str) -> "Sweep":
         _check_keys(raw, SWEEP_KEYS, where)
         get = {k: raw.get(k, default) for k, (_, default) in SWEEP_KEYS.items()}
-        for key in ("tasks",):
-            if not raw.get(key):
-                raise ConfigError(f"{where}: '{key}' is missing or empty")
+        if not raw.get("tasks"):
+            raise ConfigError(f"{where}: 'tasks' is missing or empty")
         tasks = tuple(_task_settings(t, get, where) for t in _strings(get["tasks"], "tasks", where))
         if len({t.task for t in tasks}) != len(tasks):
             raise ConfigError(f"{where}: a task is listed twice in 'tasks'")
