@@ -25,6 +25,45 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number(text: str, ok, allowed: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, lambda v: 0 < v < float("inf"), "a number > 0")
+
+
+def _non_negative_float(text: str) -> float:
+    return _number(text, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+
+
+def _unit_interval(text: str) -> float:
+    return _number(text, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text!r}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -122,15 +161,57 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("file")
     _add_dirs(status, data=True, results=True)
 
-    cache = sub.add_parser("cache", help="show or trim the cache (features, stage outputs, tasks, models)")
+    _add_lm_commands(sub)
+
+    cache = sub.add_parser("cache", help="show or trim the cache (features, stage outputs, tasks, models, generations)")
     cache_sub = cache.add_subparsers(dest="action", required=True, parser_class=_Parser)
     _add_dirs(cache_sub.add_parser("ls", help="entries and size per area and stage"))
     gc = cache_sub.add_parser("gc", help="delete old or outdated stage outputs and leftover temp files")
     gc.add_argument("--older-than", type=float, metavar="DAYS", help="stage outputs not modified for DAYS days")
-    gc.add_argument("--stage", action="append", default=[], help="only this stage (repeatable), e.g. run, student")
+    gc.add_argument("--stage", action="append", default=[],
+                    help="only this stage (repeatable), e.g. run, student; 'generations' for the LM cache")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     _add_dirs(gc)
     return parser
+
+
+def _add_lm_commands(sub) -> None:
+    """`generate`, `score` and `serve`: the LM layer from the shell."""
+    for name, text in (("generate", "sample completions of prompts from a JSONL file (cached)"),
+                       ("score", "log-probabilities of continuations given contexts, from a JSONL file (cached)")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--model", help="zoo decoder, .gguf file, model folder or Hub id; for --backend openai the "
+                                         "served model's name (default: the first it lists)")
+        cmd.add_argument("--backend", default="llamacpp", choices=("llamacpp", "transformers", "openai"),
+                         help="llamacpp (in-process, fastest on CPU), transformers (trainable, adapters), openai (a server)")
+        cmd.add_argument("--base-url", help="the OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 (--backend openai)")
+        cmd.add_argument("--adapter", help="a LoRA adapter folder from `w2slab.training.policy` (--backend transformers)")
+        cmd.add_argument("--context", type=_positive_int, default=2048, help="llamacpp: tokens per slot (prompt + output)")
+        cmd.add_argument("--parallel", type=_positive_int, default=4, help="llamacpp: slots / openai: requests in flight")
+        cmd.add_argument("--timeout", type=_positive_float, default=120.0, help="openai: seconds per request")
+        cmd.add_argument("--retries", type=_non_negative_int, default=2, help="openai: retries of a failed request")
+        cmd.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
+        cmd.add_argument("--out", help="write JSONL here (atomically) instead of to standard output")
+        if name == "generate":
+            cmd.add_argument("--prompts", required=True,
+                             help='JSONL: one {"prompt": text} or {"messages": [{"role", "content"}, ...]} per line, optional "id"')
+            cmd.add_argument("--n", type=_positive_int, default=1, help="samples per prompt")
+            cmd.add_argument("--temperature", type=_non_negative_float, default=0.0, help="0 = greedy")
+            cmd.add_argument("--top-p", type=_unit_interval, default=1.0, help="nucleus sampling mass, in (0, 1]")
+            cmd.add_argument("--max-tokens", type=_positive_int, default=128, help="new tokens per sample at most")
+            cmd.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+            cmd.add_argument("--seed", type=_non_negative_int, default=0, help="sampling seed (sample i uses seed, i)")
+        else:
+            cmd.add_argument("--pairs", required=True,
+                             help='JSONL: one {"prompt" or "messages", "continuation"} per line, optional "id"')
+        _add_dirs(cmd)
+    serve = sub.add_parser("serve", help="serve a zoo decoder or .gguf as an OpenAI-compatible HTTP server (llama.cpp)")
+    serve.add_argument("--model", required=True, help="zoo decoder or .gguf file")
+    serve.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1")
+    serve.add_argument("--context", type=_positive_int, default=2048, help="tokens per slot")
+    serve.add_argument("--parallel", type=_positive_int, default=4, help="slots (concurrent requests)")
+    serve.add_argument("--threads", type=_positive_int, default=2, help="CPU threads")
+    _add_dirs(serve)
 
 
 def _add_dirs(parser, *, data: bool = False, cache: bool = True, results: bool = False) -> None:
@@ -162,17 +243,20 @@ def cmd_run(args) -> None:
 
 def cmd_models(args) -> None:
     """`w2slab models list|install`."""
-    from .models import MODELS, describe, install
+    from .models import MODELS, describe, fetch_packages, gguf_path, install
 
     if args.action == "install":
         for name in args.names:
             MODELS.get(name)
         for name in args.names:
-            path = install(name, cache=args.cache_dir)
+            spec = MODELS.get(name)
+            if spec.install_on_demand:
+                fetch_packages(name)
+            path = gguf_path(name, cache=args.cache_dir) if spec.gguf is not None else install(name, cache=args.cache_dir)
             print(f"{name}: {path or 'nothing to install (built in)'}")
         return
     rows = [describe(name, cache=args.cache_dir) for name in MODELS.names()]
-    _print_rows(rows, ("name", "kind", "params_m", "status", "licence"))
+    _print_rows(rows, ("name", "kind", "params_m", "backends", "status", "licence"))
 
 
 def cmd_tasks(args) -> None:
@@ -303,7 +387,133 @@ def cmd_cache(args) -> None:
         print(f"\n{root}: {sum(r['mb'] for r in rows):.1f} MB")
         return
     done = collect_garbage(root, older_than_days=args.older_than, stages=tuple(args.stage), dry_run=args.dry_run)
-    print(f"{'would delete' if args.dry_run else 'deleted'} {done['files']} files ({done['mb']} MB) from {root}")
+    print(f"{'would delete' if args.dry_run else 'deleted'} {done['files']} files ({done['mb']} MB) and "
+          f"{done['generations']} generation-cache entries from {root}")
+
+
+def _lm_from_args(args):
+    """The (cached) LM the `generate` / `score` flags describe; loads nothing heavy before the first request."""
+    from .lm import load_lm
+
+    options = {}
+    if args.backend == "llamacpp":
+        options = {"context": args.context, "parallel": args.parallel}
+    elif args.backend == "openai":
+        options = {"concurrency": args.parallel, "timeout": args.timeout, "max_retries": args.retries}
+    return load_lm(args.model, backend=args.backend, base_url=args.base_url, adapter=args.adapter,
+                   cache=False if args.no_cache else args.cache_dir, progress=sys.stderr.isatty(), **options)
+
+
+def _check_out(path: str | None) -> None:
+    from pathlib import Path
+
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--out {path!r} is a directory; give a file name")
+    if not target.parent.resolve().is_dir():
+        raise ConfigError(f"--out {path!r}: folder {str(target.parent)!r} does not exist")
+
+
+def _write_jsonl(rows: list[dict], out: str | None) -> None:
+    import json
+
+    from .io import atomic_path
+
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def cmd_generate(args) -> None:
+    """`w2slab generate`: every prompt's samples as JSONL (validated before any model loads)."""
+    import time
+
+    from .lm import read_prompts, requests_from_rows
+
+    _check_lm_args(args)
+    rows = read_prompts(args.prompts)
+    requests = requests_from_rows(rows, n=args.n, temperature=args.temperature, top_p=args.top_p,
+                                  max_tokens=args.max_tokens, stop=tuple(args.stop), seed=args.seed)
+    _check_out(args.out)
+    start = time.perf_counter()
+    with _lm_from_args(args) as lm:
+        results = lm.generate(requests)
+        computed = getattr(lm, "backend_calls", sum(len(r) for r in results))
+    out = [{**row, "samples": [{"text": g.text, "completion_tokens": g.completion_tokens,
+                                "finish_reason": g.finish_reason} for g in samples]}
+           for row, samples in zip(rows, results)]
+    _write_jsonl(out, args.out)
+    tokens = sum(g.completion_tokens for samples in results for g in samples)
+    print(f"{sum(len(r) for r in results)} samples of {len(rows)} prompts ({computed} generated, the rest from the "
+          f"cache), {tokens} tokens in {time.perf_counter() - start:.1f} s"
+          + (f"; written to {args.out}" if args.out else ""), file=sys.stderr)
+
+
+def cmd_score(args) -> None:
+    """`w2slab score`: log P(continuation | context) per line as JSONL."""
+    import json
+    from pathlib import Path
+
+    from .errors import DataError
+    from .lm import ScoreRequest
+
+    _check_lm_args(args)
+    path = Path(args.pairs)
+    if not path.is_file():
+        raise DataError(f"pairs file {args.pairs!r} {'is a directory' if path.is_dir() else 'does not exist'}")
+    rows, requests = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="strict").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            context = {"messages": tuple(row["messages"])} if "messages" in row else {"prompt": row["prompt"]}
+            requests.append(ScoreRequest(continuation=row["continuation"], **context))
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataError(f"pairs file {args.pairs}, line {number}: needs \"prompt\" or \"messages\" and "
+                            f"\"continuation\" ({err})") from None
+        rows.append(row)
+    if not rows:
+        raise DataError(f"pairs file {args.pairs} holds no pair")
+    _check_out(args.out)
+    with _lm_from_args(args) as lm:
+        scores = lm.loglikelihood(requests)
+    _write_jsonl([{**row, "logprob": s.logprob, "n_tokens": s.n_tokens, "greedy": s.greedy, "exact": s.exact}
+                  for row, s in zip(rows, scores)], args.out)
+
+
+def _check_lm_args(args) -> None:
+    if args.backend == "openai" and not args.base_url:
+        raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8080/v1)")
+    if args.backend != "openai" and args.base_url:
+        raise ConfigError(f"--base-url is for --backend openai, not {args.backend}")
+    if args.backend != "openai" and not args.model:
+        raise ConfigError(f"--backend {args.backend} needs --model")
+    if args.adapter and args.backend != "transformers":
+        raise ConfigError("--adapter needs --backend transformers")
+
+
+def cmd_serve(args) -> None:
+    """`w2slab serve`: a llama.cpp OpenAI-compatible server on 127.0.0.1 until interrupted."""
+    import signal
+    import threading
+
+    from .lm.llamacpp import serve
+
+    engine = serve(args.model, port=args.port, context=args.context, parallel=args.parallel, threads=args.threads,
+                   cache=args.cache_dir)
+    print(f"serving {args.model} at {engine.listening_address}/v1 (Ctrl-C to stop)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
 
 
 def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
@@ -319,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "report": cmd_report,
-               "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache}[args.command]
+               "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache, "generate": cmd_generate,
+               "score": cmd_score, "serve": cmd_serve}[args.command]
     try:
         status = handler(args) or 0
     except W2SError as err:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .zoo import MODELS, ZooModel, describe, install, resolve
+from .zoo import MODELS, ZooModel, describe, fetch_packages, gguf_path, install, resolve
 
 
 def make_featurizer(model: str, *, layer: int = -1, pooling: str = "mean", max_length: int = 256,
@@ -23,4 +23,4 @@ def make_featurizer(model: str, *, layer: int = -1, pooling: str = "mean", max_l
     return TransformerFeatures(spec=spec, cache=cache, progress=progress)
 
 
-__all__ = ["MODELS", "ZooModel", "describe", "install", "make_featurizer", "resolve"]
+__all__ = ["MODELS", "ZooModel", "describe", "fetch_packages", "gguf_path", "install", "make_featurizer", "resolve"]

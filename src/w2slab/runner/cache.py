@@ -20,7 +20,7 @@ from ..io import stable_hash, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
-AREAS = ("features", "stages", "tasks", "models")  # the cache root's folders, for ls and gc
+AREAS = ("features", "stages", "tasks", "models")  # plus lm/generations.sqlite, listed by its rows  # the cache root's folders, for ls and gc
 
 
 class StageCache:
@@ -91,6 +91,12 @@ def cache_usage(root: str | Path) -> list[dict]:
                          "mb": round(sum(f.stat().st_size for f in files) / 2**20, 1),
                          "newest": time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)) if newest else "-",
                          "temp_files": sum(1 for f in files if f.name.startswith(".tmp-"))})
+    from ..lm.cache import usage
+
+    lm = usage(root)
+    if lm is not None:
+        rows.append({"area": "lm/generations", "entries": lm["entries"], "mb": lm["mb"],
+                     "newest": time.strftime("%Y-%m-%d %H:%M", time.localtime(lm["newest"])), "temp_files": 0})
     return rows
 
 
@@ -121,7 +127,24 @@ def collect_garbage(root: str | Path, *, older_than_days: float | None = None, s
     if not dry_run:
         for path in doomed:
             path.unlink(missing_ok=True)
-    return {"files": len(doomed), "mb": round(size / 2**20, 2)}
+    generations = _trim_generations(root, older_than_days, stages, dry_run)
+    return {"files": len(doomed), "mb": round(size / 2**20, 2), "generations": generations}
+
+
+def _trim_generations(root: Path, older_than_days: float | None, stages: tuple[str, ...], dry_run: bool) -> int:
+    """Generation-cache entries older than ``older_than_days`` (all, when 'generations' is named with no age)."""
+    from ..lm.cache import GenerationCache, cache_file
+
+    if (stages and "generations" not in stages) or (older_than_days is None and not stages):
+        return 0
+    path = cache_file(root)
+    if not path.is_file():
+        return 0
+    store = GenerationCache(path)
+    try:
+        return store.trim(older_than_days=older_than_days, dry_run=dry_run)
+    finally:
+        store.close()
 
 
 def _version_of(meta: Path) -> str | None:

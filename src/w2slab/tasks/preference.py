@@ -92,3 +92,20 @@ def _hhh(subset: str) -> TaskSpec:
 
 
 HHH_HARMLESS, HHH_HELPFUL, HHH_HONEST, HHH_OTHER = (_hhh(s) for s in ("harmless", "helpful", "honest", "other"))
+
+
+def hh_preference_pairs(data_dir: Path, *, max_chars: int = 1500) -> list[dict]:
+    """HH-RLHF harmless-base as preference pairs for reward models and DPO: {"prompt": conversation up to and
+    including the last "Assistant:", "chosen": " reply", "rejected": " reply"}, in file order. Pairs whose
+    contexts differ, whose replies are identical or whose text exceeds ``max_chars`` are left out."""
+    pairs = []
+    for row in _read_hh(Path(data_dir)):
+        try:
+            context, chosen = split_last_reply(row["chosen"])
+            other, rejected = split_last_reply(row["rejected"])
+        except ValueError:
+            continue
+        if context != other or chosen == rejected or len(context) + max(len(chosen), len(rejected)) > max_chars:
+            continue
+        pairs.append({"prompt": context + _ASSISTANT, "chosen": " " + chosen, "rejected": " " + rejected})
+    return pairs

@@ -1,0 +1,115 @@
+"""Language models that write and score: one contract (:mod:`.base`), three backends, one generation cache.
+
+    from w2slab.lm import load_lm, GenerationRequest, ScoreRequest
+    lm = load_lm("qwen-coder-0.5b", backend="llamacpp")           # cached unless cache=False
+    lm.generate([GenerationRequest(messages=({"role": "user", "content": "2+2?"},), n=8, temperature=0.7)])
+    lm.loglikelihood([ScoreRequest(prompt="Answer A or B: ", continuation="A")])
+
+Backends: ``llamacpp`` (in-process llama.cpp, zoo decoders and .gguf files), ``transformers`` (folders, Hub ids,
+zoo decoders; trainable, LoRA adapters), ``openai`` (any OpenAI-compatible server at ``base_url``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError, DataError, UnknownNameError
+from .base import LM, Generation, GenerationRequest, Score, ScoreRequest
+from .cache import CachedLM, GenerationCache
+
+BACKENDS = ("llamacpp", "transformers", "openai")
+
+
+def load_lm(model: str | None, *, backend: str = "llamacpp", base_url: str | None = None, adapter: str | None = None,
+            cache: str | Path | None | bool = None, progress: bool = False, **options) -> LM:
+    """An LM for ``model`` on ``backend``, wrapped in the generation cache (``cache=False``: no cache; a path:
+    that cache root). ``options`` go to the backend's constructor (context, parallel, threads, concurrency,
+    timeout, max_retries, identity, max_context)."""
+    if backend not in BACKENDS:
+        raise UnknownNameError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    root = None if cache is None or isinstance(cache, bool) else cache
+    if backend == "openai":
+        if not base_url:
+            raise ConfigError("the openai backend needs base_url (e.g. http://127.0.0.1:8080/v1)")
+        from .openai_http import OpenAILM
+
+        lm: LM = OpenAILM(base_url=base_url, model=model, progress=progress, **options)
+    else:
+        if base_url:
+            raise ConfigError(f"base_url is for the openai backend, not {backend}")
+        if not model:
+            raise ConfigError(f"the {backend} backend needs a model name")
+        if backend == "llamacpp":
+            if adapter:
+                raise ConfigError("LoRA adapters run on the transformers backend (backend='transformers')")
+            from .llamacpp import LlamaCppLM
+
+            lm = LlamaCppLM(model=model, cache=root, progress=progress, **options)
+        else:
+            from .hf import HFLM
+
+            lm = HFLM(model=model, adapter=adapter, cache=root, progress=progress, **options)
+    return lm if cache is False else CachedLM(lm, cache=root)
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """Prompts from a JSONL file: one object per line with "prompt" (text) or "messages" (chat), optional "id".
+
+    Returns the objects; raises DataError naming the line for anything else (an empty file included)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"prompts file {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}")
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"prompts file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise DataError(f"prompts file {path}, line {number}: not a JSON object") from None
+        if not isinstance(row, dict) or ("prompt" in row) == ("messages" in row):
+            raise DataError(f"prompts file {path}, line {number}: needs exactly one of \"prompt\" or \"messages\"")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"prompts file {path} holds no prompt")
+    return rows
+
+
+def requests_from_rows(rows: list[dict], **sampling) -> list[GenerationRequest]:
+    """GenerationRequests from prompt rows (see :func:`read_prompts`) with the same ``sampling`` settings."""
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            if "messages" in row:
+                out.append(GenerationRequest(messages=tuple(row["messages"]), **sampling))
+            else:
+                out.append(GenerationRequest(prompt=row["prompt"], **sampling))
+        except ConfigError as err:
+            raise ConfigError(f"prompt {i + 1}: {err}") from None
+    return out
+
+
+def generate(model: str | None, prompts: list[str | dict], *, backend: str = "llamacpp", n: int = 1,
+             temperature: float = 0.0, top_p: float = 1.0, max_tokens: int = 128, stop: tuple[str, ...] = (),
+             seed: int = 0, **load_options) -> list[list[Generation]]:
+    """Sample ``n`` completions of each prompt (a string, or a row with "prompt" / "messages"); cached."""
+    rows = [{"prompt": p} if isinstance(p, str) else p for p in prompts]
+    requests = requests_from_rows(rows, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                  stop=tuple(stop), seed=seed)
+    with load_lm(model, backend=backend, **load_options) as lm:
+        return lm.generate(requests)
+
+
+def score(model: str | None, pairs: list[tuple[str, str]], *, backend: str = "llamacpp", **load_options) -> list[Score]:
+    """log P(continuation | context) for each (context, continuation) pair; cached."""
+    requests = [ScoreRequest(prompt=context, continuation=continuation) for context, continuation in pairs]
+    with load_lm(model, backend=backend, **load_options) as lm:
+        return lm.loglikelihood(requests)
+
+
+__all__ = ["BACKENDS", "CachedLM", "Generation", "GenerationCache", "GenerationRequest", "LM", "Score",
+           "ScoreRequest", "generate", "load_lm", "read_prompts", "requests_from_rows", "score"]

@@ -1,0 +1,170 @@
+"""What the llama.cpp and OpenAI-compatible backends share: both speak the OpenAI completions protocol, one
+in-process (xllamacpp) and one over HTTP. A subclass supplies the transport (``_complete``, ``_chat``,
+``_tokenize``, ``_apply_template``); this module turns batches of requests into concurrent calls and answers.
+
+Log-likelihoods: a server that echoes prompt log-probs (vLLM, SGLang: ``echo=True``) gives them in one call;
+llama.cpp does not, so the continuation is teacher-forced: one call per continuation token asks for the top-k
+next-token log-probs after context + the tokens before it (the server's prompt cache makes each call cost one
+token). A token outside the top k makes the score inexact (``Score.exact = False``), never silently wrong.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, W2SError
+from .base import LM, Generation, GenerationRequest, Score, ScoreRequest, truncate_at_stop
+
+log = logging.getLogger(__name__)
+
+TOP_K_LOGPROBS = 20  # how many next-token log-probs a teacher-forced step asks for
+
+
+class LMServerError(W2SError, RuntimeError):
+    """An inference server (or the in-process engine) failed, answered with an error or with malformed data."""
+
+
+class CompletionsLM(LM):
+    """Shared batch logic over an OpenAI-style completions transport; ``concurrency`` requests in flight."""
+
+    concurrency: int = 4
+    progress: bool = False
+
+    # --- transport (subclasses) -------------------------------------------------------------------------
+    def _complete(self, payload: dict) -> dict:
+        raise NotImplementedError
+
+    def _chat(self, payload: dict) -> dict:
+        raise NotImplementedError
+
+    def _tokenize(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def _apply_template(self, messages: tuple[dict, ...]) -> str | None:
+        """The rendered chat prompt, or None where the server cannot render (then chat goes to /chat)."""
+        raise NotImplementedError
+
+    # --- the contract ------------------------------------------------------------------------------------
+    def render(self, request: GenerationRequest | ScoreRequest) -> str:
+        if request.messages is None:
+            return request.prompt
+        rendered = self._apply_template(request.messages)
+        if rendered is None:
+            raise ConfigError(f"{self.backend} backend cannot render chat messages for this model")
+        return rendered
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(self._tokenize(t)) for t in texts]
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
+        jobs = [(r, i) for r in requests for i in r.sample_indices]
+        rendered = {id(r): (self._apply_template(r.messages) if r.messages is not None else r.prompt) for r in requests}
+        bar = tqdm(total=len(jobs), desc=f"generating ({self.backend})", unit="sample",
+                   disable=not self.progress or None, leave=False)
+        tokens, start = 0, time.perf_counter()
+
+        def one(job: tuple[GenerationRequest, int]) -> Generation:
+            request, index = job
+            return self._one_sample(request, rendered[id(request)], index)
+
+        out: dict[int, list[Generation]] = {id(r): [] for r in requests}
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            for (request, _), generation in zip(jobs, pool.map(one, jobs)):
+                out[id(request)].append(generation)
+                tokens += generation.completion_tokens
+                bar.update(1)
+                bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.1f}")
+        bar.close()
+        return [out[id(r)] for r in requests]
+
+    def _one_sample(self, request: GenerationRequest, rendered: str | None, index: int) -> Generation:
+        payload = {"max_tokens": request.max_tokens, "temperature": float(request.temperature),
+                   "top_p": float(request.top_p) if not request.greedy else 1.0, "seed": request.sample_seed(index),
+                   **self._sampling_extras()}
+        if request.stop:
+            payload["stop"] = list(request.stop)
+        if rendered is not None:
+            answer = self._complete({**payload, "prompt": rendered})
+            text = _field(answer, "choices", 0, "text")
+        else:
+            answer = self._chat({**payload, "messages": list(request.messages)})
+            text = _field(answer, "choices", 0, "message", "content") or ""
+        text, stopped = truncate_at_stop(text, request.stop)  # some servers keep the stop string
+        reason = _field(answer, "choices", 0, "finish_reason") or ("stop" if stopped else "length")
+        usage = answer.get("usage") or {}
+        return Generation(text=text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)),
+                          finish_reason="stop" if stopped else ("length" if reason == "length" else "stop"))
+
+    def _sampling_extras(self) -> dict:
+        """Extra sampling fields that make temperature/top_p mean the same as on other backends."""
+        return {}
+
+    def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return list(pool.map(self._score_one, requests))
+
+    def _score_one(self, request: ScoreRequest) -> Score:
+        context = request.prompt if request.messages is None else self._apply_template(request.messages)
+        if context is None:
+            raise ConfigError(f"{self.backend}: this server cannot render chat messages for scoring; "
+                              "pass the rendered prompt text instead")
+        whole = self._tokenize(context + request.continuation)
+        n_context = len(self._tokenize(context))
+        continuation = whole[n_context:]
+        if not continuation:
+            raise ConfigError(f"continuation {request.continuation!r:.40} adds no token after its context")
+        echoed = self._echo_logprobs(whole)
+        if echoed is not None:
+            values = echoed[n_context:]
+            return Score(logprob=float(sum(values)), n_tokens=len(values), greedy=False, exact=True)
+        total, greedy, exact = 0.0, True, True
+        for i, token in enumerate(continuation):
+            top = self._next_token_logprobs(whole[: n_context + i])
+            if token in top:
+                total += top[token]
+                greedy = greedy and top[token] >= max(top.values())
+            else:  # outside the top k: its log-prob is at most the k-th's
+                total += min(top.values())
+                greedy, exact = False, False
+        return Score(logprob=total, n_tokens=len(continuation), greedy=greedy, exact=exact)
+
+    def _echo_logprobs(self, tokens: list[int]) -> list[float] | None:
+        """Per-token prompt log-probs where the server echoes them (first entry None), else None."""
+        return None
+
+    def _next_token_logprobs(self, prefix: list[int]) -> dict[int, float]:
+        """{token id: log-prob} of the top-k next tokens after ``prefix`` (token ids)."""
+        answer = self._complete({"prompt": prefix, "max_tokens": 1, "temperature": 0.0,
+                                 "logprobs": TOP_K_LOGPROBS, **self._sampling_extras()})
+        content = _field(answer, "choices", 0, "logprobs", "content")
+        if not content or "top_logprobs" not in content[0]:
+            raise LMServerError(f"{self.backend}: the server returned no token log-probs (needed for scoring)")
+        return {int(t["id"]): float(t["logprob"]) for t in content[0]["top_logprobs"]}
+
+
+def _field(answer: dict, *path):
+    """answer[path...] or a clear LMServerError naming what was missing (servers answer in many shapes)."""
+    value = answer
+    if isinstance(value, dict) and "error" in value and value["error"]:
+        raise error_from_answer(value["error"])
+    for step in path:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            raise LMServerError(f"malformed answer from the LM server: no {'.'.join(map(str, path))} "
+                                f"in {str(answer)[:120]}") from None
+    return value
+
+
+def error_from_answer(error) -> W2SError:
+    """Map a server's error object to ConfigError (the request's fault: context length) or LMServerError."""
+    message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    kind = error.get("type", "") if isinstance(error, dict) else ""
+    if "context" in kind or "context" in message.lower():
+        return ConfigError(f"prompt too long for the model's context (never truncated): {message}")
+    return LMServerError(f"the LM server answered with an error: {message}")
