@@ -15,14 +15,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"w2slab: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int, allowed: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 def _number(text: str, ok, allowed: str) -> float:
@@ -45,16 +53,6 @@ def _non_negative_float(text: str) -> float:
 
 def _unit_interval(text: str) -> float:
     return _number(text, lambda v: 0 < v <= 1, "a number in (0, 1]")
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def _port(text: str) -> int:
