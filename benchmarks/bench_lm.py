@@ -242,7 +242,8 @@ def _free_port() -> int:
 def write_markdown(result: dict) -> None:
     lines = ["# LM layer: measured numbers", "", "Regenerate: `python benchmarks/bench_lm.py` (2 CPU cores; timings vary",
              "up to 2× from minute to minute, compare within one run). Raw: benchmarks/out/lm.json.", "",
-             f"## Generation throughput (chat prompts, {MAX_TOKENS} new tokens each at temperature 0.7, EOS ignored)", "",
+             f"## Generation throughput (chat prompts, up to {MAX_TOKENS} new tokens each at temperature 0.7; the direct "
+             "rows ignore EOS, the w2slab rows stop at it)", "",
              "| model | streams | path | tokens | s | tokens/s | vs direct |", "|---|---|---|---|---|---|---|"]
     direct = {(r["model"], r["streams"]): r["tokens_per_s"] for r in result["throughput"] if r["path"] == "xllamacpp direct"}
     for r in result["throughput"]:
@@ -268,12 +269,16 @@ def write_markdown(result: dict) -> None:
         for r in result["training"]["throughput"]:
             lines.append(f"| {r['model']} | {r['kind']} | {r['examples']} | {r['examples_per_s']} | {r['peak_rss_mb']} | "
                          f"{r['seconds']} | {r['first_loss']:.3f} → {r['last_loss']:.3f} |")
-        d = result["training"]["dpo_margin"]
-        lines += ["", f"DPO on {d['train_pairs']} HH-RLHF harmless-base pairs (SmolLM2, β = {d['beta']}, "
-                      f"{d['train_seconds']} s): implicit reward margin on {d['held_out_pairs']} held-out pairs "
-                      f"{d['mean_implicit_margin']} (95% bootstrap CI {d['margin_95ci']}), positive on "
-                      f"{d['share_positive']:.0%}; the policy prefers the human-chosen reply on "
-                      f"{d['base_prefers_chosen']:.0%} of held-out pairs before and {d['trained_prefers_chosen']:.0%} after."]
+        d = result["training"].get("dpo_margin")
+        if d is None:
+            lines += ["", "DPO margin run on 200 pairs: not finished in this run."]
+        else:
+            lines += ["", f"DPO on {d['train_pairs']} HH-RLHF harmless-base pairs (SmolLM2, β = {d['beta']}, "
+                          f"{d['train_seconds']} s): implicit reward margin on {d['held_out_pairs']} held-out pairs "
+                          f"{d['mean_implicit_margin']} (95% bootstrap CI {d['margin_95ci']}), positive on "
+                          f"{d['share_positive']:.0%}; the policy prefers the human-chosen reply on "
+                          f"{d['base_prefers_chosen']:.0%} of held-out pairs before and "
+                          f"{d['trained_prefers_chosen']:.0%} after."]
     from w2slab.io import atomic_path
 
     with atomic_path(ROOT / "docs" / "lm_bench.md") as tmp:
