@@ -32,10 +32,12 @@ MAX_TOKENS = 48
 
 def _payloads(lm, n):
     from w2slab.lm import GenerationRequest
+    from w2slab.lm.base import derive_seed
 
     rendered = [lm.render(GenerationRequest(messages=({"role": "user", "content": p},))) for p in PROMPTS[:n]]
-    return [{"prompt": r, "max_tokens": MAX_TOKENS, "temperature": 0.7, "top_p": 1.0, "seed": i, "top_k": 0,
-             "min_p": 0.0, "ignore_eos": True} for i, r in enumerate(rendered)]
+    # exactly what the llamacpp backend sends for sample 0 of each request, so all paths do the same work
+    return [{"prompt": r, "max_tokens": MAX_TOKENS, "temperature": 0.7, "top_p": 1.0, "seed": derive_seed(i, 0),
+             "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0} for i, r in enumerate(rendered)]
 
 
 def throughput(model: str, port: int) -> list[dict]:
@@ -54,8 +56,8 @@ def throughput(model: str, port: int) -> list[dict]:
             remote = load_lm(None, backend="openai", base_url=f"http://127.0.0.1:{port}/v1", cache=False,
                              concurrency=streams)
             payloads = _payloads(backend, n)
-            requests = [GenerationRequest(prompt=p["prompt"], temperature=0.7, max_tokens=MAX_TOKENS, seed=p["seed"])
-                        for p in payloads]
+            requests = [GenerationRequest(prompt=p["prompt"], temperature=0.7, max_tokens=MAX_TOKENS, seed=i)
+                        for i, p in enumerate(payloads)]
 
             def direct():
                 with ThreadPoolExecutor(streams) as pool:
@@ -242,8 +244,8 @@ def _free_port() -> int:
 def write_markdown(result: dict) -> None:
     lines = ["# LM layer: measured numbers", "", "Regenerate: `python benchmarks/bench_lm.py` (2 CPU cores; timings vary",
              "up to 2× from minute to minute, compare within one run). Raw: benchmarks/out/lm.json.", "",
-             f"## Generation throughput (chat prompts, up to {MAX_TOKENS} new tokens each at temperature 0.7; the direct "
-             "rows ignore EOS, the w2slab rows stop at it)", "",
+             f"## Generation throughput (chat prompts, up to {MAX_TOKENS} new tokens each at temperature 0.7, the same "
+             "seeds on every path)", "",
              "| model | streams | path | tokens | s | tokens/s | vs direct |", "|---|---|---|---|---|---|---|"]
     direct = {(r["model"], r["streams"]): r["tokens_per_s"] for r in result["throughput"] if r["path"] == "xllamacpp direct"}
     for r in result["throughput"]:

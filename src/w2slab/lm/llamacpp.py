@@ -92,6 +92,7 @@ class LlamaCppLM(CompletionsLM):
         self._server = None
         self._lock = threading.Lock()  # batch threads must not start two engines
         self._templates: dict[str, str] = {}
+        self._prompt_sizes: dict[str, int] = {}
 
     @property
     def server(self):
@@ -110,7 +111,12 @@ class LlamaCppLM(CompletionsLM):
 
     def _check_length(self, payload: dict) -> None:
         prompt = payload["prompt"]
-        n = len(prompt) if isinstance(prompt, list) else len(self._tokenize(prompt))
+        if isinstance(prompt, list):
+            n = len(prompt)
+        else:  # n samples of one prompt tokenise it once
+            n = self._prompt_sizes.get(prompt) or self._prompt_sizes.setdefault(prompt, len(self._tokenize(prompt)))
+            if len(self._prompt_sizes) > 4096:
+                self._prompt_sizes.clear()
         if n + payload.get("max_tokens", 0) > self.context:
             raise ConfigError(f"prompt of {n} tokens + max_tokens {payload.get('max_tokens', 0)} exceeds the context "
                               f"of {self.context} tokens (raise context=; prompts are never truncated)")
