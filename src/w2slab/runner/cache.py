@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,9 @@ from ..io import stable_hash, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
-AREAS = ("features", "stages", "tasks", "models")  # plus lm/generations.sqlite, listed by its rows  # the cache root's folders, for ls and gc
+# the stage folders w2slab writes (runner.stages, supervisors, training.policy)
+STAGES = ("weak", "bootstrap", "prompt", "student", "run", "policy-sft", "policy-reward", "policy-dpo")
+AREAS = ("features", "stages", "tasks", "models")  # the cache root's folders (and lm/generations.sqlite)
 
 
 class StageCache:
@@ -128,7 +131,29 @@ def collect_garbage(root: str | Path, *, older_than_days: float | None = None, s
         for path in doomed:
             path.unlink(missing_ok=True)
     generations = _trim_generations(root, older_than_days, stages, dry_run)
-    return {"files": len(doomed), "mb": round(size / 2**20, 2), "generations": generations}
+    orphans = _orphaned_feature_folders(root, now, temp_grace_s) if not stages else []
+    if not dry_run:
+        for folder in orphans:
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"files": len(doomed), "mb": round(size / 2**20, 2), "generations": generations, "orphans": len(orphans)}
+
+
+def _orphaned_feature_folders(root: Path, now: float, grace_s: float) -> list[Path]:
+    """Feature folders that hold a spec but no vectors (left by a run that failed before extracting), older than
+    ``grace_s`` so a run that is extracting right now keeps its folder."""
+    folder = root / "features"
+    if not folder.is_dir():
+        return []
+    return [d for d in folder.iterdir() if d.is_dir() and not any(d.glob("chunk-*.npy"))
+            and now - d.stat().st_mtime > grace_s]
+
+
+def known_stages(root: str | Path) -> set[str]:
+    """Stage names ``cache gc --stage`` accepts: those with entries under ``root`` and every stage w2slab
+    writes, plus 'generations' (the LM cache)."""
+    stage_root = Path(root) / "stages"
+    present = {p.name for p in stage_root.iterdir() if p.is_dir()} if stage_root.is_dir() else set()
+    return present | set(STAGES) | {"generations"}
 
 
 def _trim_generations(root: Path, older_than_days: float | None, stages: tuple[str, ...], dry_run: bool) -> int:

@@ -124,6 +124,17 @@ class ExperimentConfig:
 
         for weak in self.weak:
             parse_supervisor(weak)
+        _positive_int("split_seed", self.split_seed, minimum=0)
+        from ..models.features import check_layer
+        from ..supervisors.spec import parse_supervisor as _parse
+
+        from ..models.zoo import check_model_name
+
+        for model in {m for w in self.weak for m in _parse(w).models} | set(self.strong):
+            if model != "tfidf":
+                check_model_name(model)
+        for model in {m for w in self.weak if _parse(w).kind != "prompt" for m in _parse(w).models} | set(self.strong):
+            check_layer(model, self.layer)
         _positive_int("seeds", self.seeds)
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)

@@ -28,6 +28,34 @@ class Split:
         return {name: len(getattr(self, name)) for name in ("weak", "transfer", "val", "test")}
 
 
+# Below these sizes numbers are refused (docs/protocol.md): with fewer than 16 test items the 95% interval of an
+# accuracy is wider than ±0.25, so even 0.75 cannot be told from chance; halves of under 8 items cannot be fit.
+MIN_SPLIT = {"weak": 8, "transfer": 8, "val": 4, "test": 16}
+WARN_TEST = 100  # under 100 test items (interval about ±0.1) results are computed with a warning
+
+
+def check_split(split: Split, labels: np.ndarray, task: str) -> None:
+    """DataError with the sizes when a part is smaller than MIN_SPLIT or holds one class only; a logged warning
+    with the sizes when the test set is under WARN_TEST items."""
+    import logging
+
+    from ..errors import DataError
+
+    sizes = split.sizes()
+    if sizes["test"] < WARN_TEST:
+        logging.getLogger(__name__).warning(
+            "task %s: only %d test items (split %s): accuracies carry 95%% intervals of about ±%.2f", task,
+            sizes["test"], sizes, 1.96 * (0.25 / max(sizes["test"], 1)) ** 0.5)
+    small = [f"{k} {sizes[k]} < {m}" for k, m in MIN_SPLIT.items() if sizes[k] < m]
+    if small:
+        raise DataError(f"task {task!r} has too few items for the protocol ({len(labels)} items; split "
+                        f"{', '.join(f'{k}={v}' for k, v in sizes.items())}: {', '.join(small)}); "
+                        "use more items (--n-examples, or a larger file)")
+    for name in MIN_SPLIT:
+        if len(np.unique(labels[getattr(split, name)])) < 2:
+            raise DataError(f"task {task!r}: the {name} part holds one class only; use more items")
+
+
 def group_split(groups: np.ndarray, *, test_fraction: float, val_fraction: float, seed: int) -> Split:
     """Split items so that every group lies in one part; fractions are of items (approximately, by group).
 

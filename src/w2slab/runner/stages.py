@@ -27,7 +27,7 @@ from ..supervisors.spec import SupervisorSpec
 from ..tasks import TaskData, load_task, subsample
 from .cache import StageCache
 from .config import TaskSettings, TrainSettings
-from .protocol import Split, cross_fitted, group_split, train_student, train_weak, transfer_targets
+from .protocol import Split, check_split, cross_fitted, group_split, train_student, train_weak, transfer_targets
 
 STAGE_VERSION = 5  # bump when weak/student training changes, so cached stage outputs are not reused
 
@@ -51,6 +51,7 @@ class StageContext:
             self.task = subsample(task_data, task.n_examples, seed=task.split_seed)
         self.split = group_split(self.task.groups, test_fraction=task.test_fraction, val_fraction=task.val_fraction,
                                  seed=task.split_seed)
+        check_split(self.split, self.task.labels, self.task.name)
         t = self.task
         self.data_key = stable_hash({"task": t.name, "texts": text_digests(t.texts).tobytes().hex(),
                                      "texts_b": None if t.texts_b is None else text_digests(t.texts_b).tobytes().hex(),

@@ -97,6 +97,8 @@ class Sweep:
     def from_file(cls, path: str | os.PathLike) -> "Sweep":
         """Read and validate a TOML sweep file; ConfigError names the offending key."""
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"sweep file {str(path)!r} is a directory, not a TOML file")
         if not path.is_file():
             raise ConfigError(f"sweep file {str(path)!r} does not exist")
         try:
@@ -141,6 +143,11 @@ class Sweep:
         used |= {strong for _, strong in pairs}
         models = {m: aliases.get(m) or FeatureSpec(model=m, layer=get["layer"], pooling=get["pooling"],
                                                    max_length=get["max_length"]) for m in sorted(used)}
+        from ..checks import check_safe_name
+
+        check_safe_name(str(get["name"] or default_name), f"{where}: sweep name")
+        for alias in aliases:
+            check_safe_name(alias, f"{where}: model alias")
         sweep = cls(name=str(get["name"] or default_name), tasks=tasks, pairs=pairs, methods=methods, seeds=seeds,
                     train=train, models=models, n_bootstrap=get["n_bootstrap"])
         sweep.validate(where)
@@ -148,11 +155,14 @@ class Sweep:
 
     def validate(self, where: str = "sweep") -> None:
         """Check names against the registries (tasks, models, heads) and settings through ExperimentConfig."""
-        from ..models import MODELS
+        from ..models.zoo import check_model_name
 
         for spec in self.models.values():
-            if spec.model not in MODELS and "/" not in spec.model and not Path(spec.model).is_dir():
-                raise ConfigError(f"{where}: model {spec.model!r}: " + MODELS.unknown_message(spec.model))
+            if spec.model != "tfidf":
+                try:
+                    check_model_name(spec.model)
+                except W2SError as err:
+                    raise type(err)(f"{where}: model {spec.model!r}: {err}") from None
         if not self.pairs or not self.methods or not self.tasks:
             raise ConfigError(f"{where}: the grid is empty (no weak/strong pair, method or task)")
         from .config import check_methods

@@ -159,7 +159,12 @@ def pair_items(pairs: Sequence[tuple[str, str, str, str]], *, template: str, see
 
 def subsample(task: TaskData, n_examples: int | None, *, seed: int) -> TaskData:
     """Keep about ``n_examples`` items by drawing whole groups in a seeded order (never splits a group)."""
-    if n_examples is None or n_examples >= len(task):
+    if n_examples is None:
+        return task
+    if n_examples >= len(task):
+        if n_examples > len(task):
+            logging.getLogger(__name__).warning("task %s has %d items; n_examples %d asks for more, so all %d are "
+                                                "used", task.name, len(task), n_examples, len(task))
         return task
     rng = np.random.default_rng(seed)
     unique_groups = np.unique(task.groups)

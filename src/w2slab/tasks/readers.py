@@ -15,7 +15,8 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
 
 
 def read_jsonl(path: Path) -> list[Row]:

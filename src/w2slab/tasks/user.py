@@ -44,6 +44,9 @@ class FileTask:
     description: str = ""
 
     def __post_init__(self) -> None:
+        from ..checks import check_safe_name
+
+        check_safe_name(self.name, "task name")
         object.__setattr__(self, "positive", tuple(str(v).lower() for v in self.positive))
         object.__setattr__(self, "negative", tuple(str(v).lower() for v in self.negative))
         classification = self.text is not None or self.label is not None
@@ -170,6 +173,9 @@ def add_user_task(task: FileTask, *, replace: bool = False) -> int:
     A file that fails to load is not declared (and nothing is cached)."""
     from . import TASKS
 
+    from ..checks import check_new_file
+
+    check_new_file(tasks_file(), "user task file (W2SLAB_TASKS_FILE)", parents=True)
     if task.name in TASKS and task.name not in user_tasks():
         raise ConfigError(f"task name {task.name!r} is taken by a built-in task")
     existing = user_tasks()

@@ -1,0 +1,205 @@
+"""Bad input never gets past the door: every subcommand, bad values for its options, each answered with exit 2,
+one line on stderr naming the option or file, and nothing new under the cache, results and registry folders."""
+import os
+from pathlib import Path
+
+import pytest
+
+from w2slab.cli import main
+
+GOOD_SWEEP = 'tasks = ["sst2"]\nweak = ["tfidf"]\nstrong = ["minilm"]\nmethods = ["xent"]\nseeds = 1\nn_examples = 200\n'
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch):
+    """A working folder with input files of every kind, and empty cache / results / registry locations."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a_file").write_text("x")
+    (work / "ok.csv").write_text("sentence,polarity\nnice,pos\nbad,neg\n")
+    (work / "notes.txt").write_text("sentence,polarity\n")
+    (work / "latin1.csv").write_bytes("sentence,polarity\nfine,pos\ncaf\xe9,neg\n".encode("latin-1"))
+    (work / "sweep.toml").write_text(GOOD_SWEEP)
+    (work / "broken.toml").write_text("tasks = [")
+    (work / "unsafe.toml").write_text(GOOD_SWEEP + 'name = "../../escape"\n')
+    (work / "layer.toml").write_text(GOOD_SWEEP + "layer = 99\n")
+    (work / "seed.toml").write_text(GOOD_SWEEP + "split_seed = -1\n")
+    (work / "alias.toml").write_text(GOOD_SWEEP.replace('["minilm"]', '["../m"]')
+                                     + '[[models]]\nname = "../m"\nbase = "minilm"\nlayer = 3\n')
+    (work / "a_dir").mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("W2SLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("W2SLAB_TASKS_FILE", str(tmp_path / "registry" / "tasks.json"))
+    return tmp_path
+
+
+ADD = ["tasks", "add"]
+CASES = [
+    # run
+    (["run", "--task", "nosuchtask"], "nosuchtask"),
+    (["run", "--weak", "nosuchmodel"], "nosuchmodel"),
+    (["run", "--loss", "nosuchloss"], "nosuchloss"),
+    (["run", "--seeds", "0"], "--seeds"),
+    (["run", "--seeds", "two"], "--seeds"),
+    (["run", "--n-examples", "10"], "n_examples"),
+    (["run", "--split-seed", "-1"], "split_seed"),
+    (["run", "--layer", "99"], "layer 99"),
+    (["run", "--layer", "-50"], "layer -50"),
+    (["run", "--pooling", "max"], "--pooling"),
+    (["run", "--student-mode", "distill"], "--student-mode"),
+    (["run", "--student-mode", "lora", "--ft-grad-accum", "3"], "ft_grad_accum"),
+    (["run", "--head", "nosuchhead"], "nosuchhead"),
+    (["run", "--head", "sklearn_logistic", "--loss", "logconf"], "sklearn_logistic"),
+    (["run", "--max-length", "0"], "--max-length"),
+    (["run", "--ft-lr", "-1"], "ft_lr"),
+    (["run", "--epochs", "many"], "--epochs"),
+    (["run", "--strong", "someone/some-model"], "Hub is unreachable"),
+    (["run", "--data-dir", "no/such/dir"], "does not exist"),
+    (["run", "--data-dir", "a_file"], "is a file"),
+    (["run", "--cache-dir", "a_file/sub"], "--cache-dir"),
+    (["run", "--results-dir", "a_file"], "--results-dir"),
+    # tasks
+    (ADD + ["../../evil name", "--file", "ok.csv", "--text", "sentence", "--label", "polarity"], "not a safe name"),
+    (ADD + ["mine", "--file", "missing.csv", "--text", "sentence", "--label", "polarity"], "missing.csv"),
+    (ADD + ["mine", "--file", "notes.txt", "--text", "sentence", "--label", "polarity"], ".csv or .jsonl"),
+    (ADD + ["mine", "--file", "latin1.csv", "--text", "sentence", "--label", "polarity", "--positive", "pos",
+            "--negative", "neg"], "line 3"),
+    (ADD + ["mine", "--file", "ok.csv"], "text + label"),
+    (ADD + ["mine", "--file", "ok.csv", "--text", "sentence", "--label", "nosuchcolumn"], "nosuchcolumn"),
+    (ADD + ["sst2", "--file", "ok.csv", "--text", "sentence", "--label", "polarity"], "built-in"),
+    (["tasks", "show", "nosuchtask"], "nosuchtask"),
+    # cache
+    (["cache", "gc", "--older-than", "-3"], "--older-than"),
+    (["cache", "gc", "--older-than", "nan"], "--older-than"),
+    (["cache", "gc", "--older-than", "inf"], "--older-than"),
+    (["cache", "gc", "--stage", "nosuchstage"], "--stage"),
+    (["cache", "ls", "--cache-dir", "a_file"], "--cache-dir"),
+    # results
+    (["results", "--experiment", "nosuchexperiment"], "--experiment"),
+    (["results", "--table", "nosuchtable"], "--table"),
+    (["results", "--where", "no-equals-sign"], "--where"),
+    (["results", "--where", "nosuchcolumn=1"], "nosuchcolumn"),
+    (["results", "--export", "out.txt"], ".csv or .parquet"),
+    (["results", "--export", "a_dir"], "--export"),
+    (["results", "--export", "no/such/folder/out.csv"], "--export"),
+    # report
+    (["report", "--out", "a_file"], "--out"),
+    # sweeps
+    (["sweep", "plan", "a_dir"], "is a directory"),
+    (["sweep", "plan", "missing.toml"], "does not exist"),
+    (["sweep", "plan", "broken.toml"], "not valid TOML"),
+    (["sweep", "plan", "unsafe.toml"], "not a safe name"),
+    (["sweep", "plan", "alias.toml"], "not a safe name"),
+    (["sweep", "plan", "layer.toml"], "layer 99"),
+    (["sweep", "plan", "seed.toml"], "split_seed"),
+    (["sweep", "run", "sweep.toml", "--address", "127.0.0.1:6379"], "--address"),
+    (["sweep", "run", "sweep.toml", "--processes", "0"], "--processes"),
+    # models and the LM layer
+    (["models", "install", "nosuchmodel"], "nosuchmodel"),
+    (["generate", "--model", "smollm2", "--prompts", "missing.jsonl"], "missing.jsonl"),
+    (["generate", "--model", "smollm2", "--prompts", "ok.csv", "--top-p", "2"], "--top-p"),
+    (["score", "--model", "smollm2", "--pairs", "a_dir"], "is a directory"),
+    (["serve", "--model", "smollm2", "--port", "70000"], "--port"),
+]
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+@pytest.mark.parametrize("argv,says", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, says, place, capsys):
+    watched = [place / "cache", place / "registry", place / "work" / "w2slab-results"]
+    before = [_files(p) for p in watched]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse rejects types and choices itself
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert says in err, err
+    assert "Traceback" not in err
+    assert [_files(p) for p in watched] == before, f"{argv} wrote files"
+
+
+def test_the_table_is_large_and_covers_every_subcommand():
+    commands = {argv[0] for argv, _ in CASES}
+    assert len(CASES) >= 40
+    assert commands >= {"run", "tasks", "cache", "results", "report", "sweep", "models", "generate", "score", "serve"}
+
+
+def test_an_internal_error_says_bug_writes_the_trace_and_exits_1(place, capsys, monkeypatch):
+    import w2slab.cli as cli
+
+    def broken(args):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(cli, "cmd_cache", broken)
+    assert main(["cache", "ls"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error (a bug" in err
+    trace = Path(err.rsplit("full trace in ", 1)[1])
+    assert "ZeroDivisionError: planted" in trace.read_text()
+    os.unlink(trace)
+
+
+def test_too_little_data_is_refused_with_the_split_sizes(place, capsys, data_dir):
+    tiny = place / "work" / "tiny.csv"
+    tiny.write_text("sentence,polarity\n" + "".join(f"text number {i},{'pos' if i % 2 else 'neg'}\n" for i in range(60)))
+    assert main(ADD + ["tiny", "--file", str(tiny), "--text", "sentence", "--label", "polarity", "--positive", "pos",
+                       "--negative", "neg"]) == 0
+    capsys.readouterr()
+    assert main(["run", "--task", "tiny", "--weak", "tfidf", "--strong", "minilm", "--n-examples", "60",
+                 "--seeds", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "too few items" in err and "test=" in err and len(err.splitlines()) == 1
+
+
+def test_n_examples_above_the_task_size_is_said(place, caplog):
+    import logging
+
+    from w2slab.tasks import load_task
+
+    tiny = place / "work" / "small.csv"
+    tiny.write_text("sentence,polarity\n" + "".join(f"t {i},{i % 2}\n" for i in range(40)))
+    main(ADD + ["small", "--file", str(tiny), "--text", "sentence", "--label", "polarity"])
+    with caplog.at_level(logging.WARNING):
+        task = load_task("small", n_examples=500)
+    assert len(task) == 40 and "asks for more" in caplog.text
+
+
+def test_a_hub_id_without_network_fails_fast_in_one_line(place, capsys, monkeypatch):
+    import time
+
+    import w2slab.checks as checks
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(checks, "_HUB_REACHABLE", None)
+    start = time.perf_counter()
+    assert main(["run", "--strong", "someone/some-model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert time.perf_counter() - start < 10 and len(err.splitlines()) == 1
+    assert "unreachable" in err and "local folder" in err and not (place / "cache").exists()
+
+
+def test_cache_gc_collects_orphaned_feature_folders_only(place):
+    from w2slab.runner.cache import collect_garbage
+
+    features = place / "cache" / "features"
+    orphan, kept, fresh = features / "aaa", features / "bbb", features / "ccc"
+    for folder in (orphan, kept, fresh):
+        folder.mkdir(parents=True)
+        (folder / "spec.json").write_text("{}")
+    (kept / "chunk-1.npy").write_bytes(b"x")
+    old = 1_000_000_000
+    for folder in (orphan, kept):
+        os.utime(folder, (old, old))
+    done = collect_garbage(place / "cache")
+    assert done["orphans"] == 1 and not orphan.exists() and kept.exists() and fresh.exists()
+
+
+def test_a_data_dir_that_is_a_file_is_one_error_for_tasks_list(place, capsys):
+    assert main(["tasks", "list", "--data-dir", "a_file"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a file" in err
