@@ -217,19 +217,26 @@ def dpo_margin(data_dir: str, cache: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="smollm2,qwen-coder-0.5b,qwen-coder-1.5b")
-    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--sections", default="cache,agreement,throughput,training",
+                        help="which parts to (re)measure; the others are kept from benchmarks/out/lm.json")
     args = parser.parse_args()
     import os
 
     data_dir = os.environ["W2SLAB_DATA_DIR"]
-    result = {}
+    sections = set(args.sections.split(","))
+    previous = OUT / "lm.json"
+    result = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("cache", "logprob_agreement",
+              "throughput", "training")} if previous.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
-        result["cache"] = cache_numbers(Path(tmp))
-        print(result["cache"], flush=True)
-        result["logprob_agreement"] = logprob_agreement(data_dir)
-        print(result["logprob_agreement"], flush=True)
-        result["throughput"] = [row for m in args.models.split(",") for row in throughput(m, _free_port())]
-        if not args.skip_training:
+        if "cache" in sections:
+            result["cache"] = cache_numbers(Path(tmp))
+            print(result["cache"], flush=True)
+        if "agreement" in sections:
+            result["logprob_agreement"] = logprob_agreement(data_dir)
+            print(result["logprob_agreement"], flush=True)
+        if "throughput" in sections:
+            result["throughput"] = [row for m in args.models.split(",") for row in throughput(m, _free_port())]
+        if "training" in sections:
             result["training"] = training(data_dir, str(Path(tmp) / "train"))
     save("lm", result)
     write_markdown(result)

@@ -1,6 +1,8 @@
 """Losses against values computed by hand."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -42,10 +44,10 @@ def test_logconf_hand_computed_with_balance_threshold():
 
 
 def test_logconf_threshold_follows_weak_class_balance():
-    # prior 0.25 -> only the top quarter of student predictions is hardened to 1
+    # soft weak labels with batch mean 0.25 -> only the top quarter of student predictions is hardened to 1
     logits = torch.tensor([-3.0, -1.0, 1.0, 3.0])
     loss = AuxiliaryConfidence(aux_coef=1.0, warmup_frac=0.0)
-    got = loss(logits, torch.full((4,), 0.5), progress=1.0, prior=0.25)
+    got = loss(logits, torch.tensor([0.1, 0.2, 0.3, 0.4]), progress=1.0, prior=0.9)
     want = [bce(sigmoid(z), h) for z, h in zip([-3, -1, 1, 3], [0, 0, 0, 1])]
     assert got.tolist() == pytest.approx(want, rel=1e-5)
 
@@ -68,3 +70,37 @@ def test_make_loss_rejects_unknown_params_and_bad_values():
     with pytest.raises(ConfigError, match="aux_coef"):
         make_loss("logconf", {"aux_coef": 1.5})
     assert make_loss("product", {"beta": 0.5}).beta == 0.5
+
+
+def test_logconf_thresholds_at_the_batch_mean_of_soft_weak_labels():
+    import torch
+
+    from w2slab.training.losses import AuxiliaryConfidence, AuxiliaryConfidenceGlobalPrior
+
+    g = torch.Generator().manual_seed(0)
+    targets = (0.45 + 0.2 * torch.rand(400, generator=g))  # biased and unconfident: hardened share >> mean
+    assert abs(float(targets.mean()) - 0.55) < 0.02 and float((targets >= 0.5).float().mean()) > 0.7
+    logits = torch.randn(400, generator=g)
+    hard_prior = float((targets >= 0.5).float().mean())
+    reference, variant = AuxiliaryConfidence(aux_coef=1.0, warmup_frac=0.0), AuxiliaryConfidenceGlobalPrior(
+        aux_coef=1.0, warmup_frac=0.0)
+
+    def hardened_share(loss):  # with a = 1 the target is the hardened prediction: recover its class-1 share
+        per_example = loss(logits, targets, progress=1.0, prior=hard_prior)
+        as_one = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(400), reduction="none")
+        return float(torch.isclose(per_example, as_one).float().mean())
+
+    assert abs(hardened_share(reference) - float(targets.mean())) < 0.01   # the reference rule
+    assert abs(hardened_share(variant) - hard_prior) < 0.01                 # the earlier rule, under its own name
+
+
+def test_logconf_refuses_micro_batches(data_dir):
+    from w2slab.errors import ConfigError
+    from w2slab.runner.config import ExperimentConfig
+    from w2slab.training.finetune import FineTuner
+
+    with pytest.raises(ConfigError, match="ft_grad_accum"):
+        ExperimentConfig(student_mode="lora", ft_batch_size=16, ft_grad_accum=4, losses=("logconf",)).validate()
+    texts = [f"text {i}" for i in range(32)]
+    with pytest.raises(ConfigError, match="whole batch"):
+        FineTuner("minilm", loss="logconf", batch_size=16, grad_accum=4, epochs=1).fit(texts, np.full(32, 0.6))

@@ -62,7 +62,7 @@ def test_metrics():
     assert np.isnan(roc_auc(np.ones(3), np.ones(3)))
 
 
-def test_undefined_when_interval_is_too_wide_even_if_gap_is_significant():
+def test_a_wide_interval_is_printed_not_hidden():
     # SciQ-like: floor 0.54, ceiling 0.585 on 600 items, transfer in between with its own noise
     rng = np.random.default_rng(7)
     y = rng.integers(0, 2, 600)
@@ -72,5 +72,57 @@ def test_undefined_when_interval_is_too_wide_even_if_gap_is_significant():
     transfer = _preds(y, rng.random(600) < 0.55)
     r = pgr_with_ci(y, floor, transfer, ceiling)
     assert r.gap_ci[0] > 0
-    assert not r.defined and "too small for a usable ratio" in r.reason
-    assert pgr_with_ci(y, floor, transfer, ceiling, max_ci_width=100).defined
+    assert r.defined and r.pgr is not None and r.pgr_ci[1] - r.pgr_ci[0] > 1  # the old rule hid it
+    assert r.reason.startswith("wide")
+
+
+def test_undefined_is_decided_by_floor_and_ceiling_alone():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    base = rng.random(400)
+    floor, ceiling = _preds(y, base < 0.60), _preds(y, base < 0.66)
+    verdicts = set()
+    for transfer_share in (0.58, 0.61, 0.63, 0.70):  # methods: noisy, near floor, between, beyond ceiling
+        r = pgr_with_ci(y, floor, _preds(y, rng.random(400) < transfer_share), ceiling)
+        verdicts.add((r.defined, r.gap_ci))
+    assert len(verdicts) == 1  # the old max-width rule made some methods defined and others not
+
+
+def _independent_seed_width(y, floor, transfer, ceiling, n_boot=2000, seed=0):
+    """The old interval: seeds drawn separately for floor, transfer and ceiling (for comparison)."""
+    rng = np.random.default_rng(seed)
+    n, k = len(y), floor.shape[0]
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+    accs = []
+    for p in (floor, transfer, ceiling):
+        correct = ((p >= 0.5) == (y == 1)).astype(float)
+        w = np.stack([np.bincount(r, minlength=k) for r in rng.integers(0, k, size=(n_boot, k))]) / k
+        accs.append((counts * (w @ correct)).sum(1) / n)
+    ratio = (accs[1] - accs[0]) / (accs[2] - accs[0])
+    return np.percentile(ratio, 97.5) - np.percentile(ratio, 2.5)
+
+
+def test_seeds_are_drawn_jointly_so_paired_seeds_stay_paired():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 500)
+    order = np.arange(500)
+    floor = np.stack([_preds(y, order < 500 * a) for a in (0.55, 0.65, 0.75)])     # seeds differ a lot
+    transfer = np.stack([_preds(y, order < 500 * (a + 0.1)) for a in (0.55, 0.65, 0.75)])  # floor_s + 10 points
+    ceiling = np.stack([_preds(y, order < 475)] * 3)
+    r = pgr_with_ci(y, floor, transfer, ceiling)
+    joint = r.pgr_ci[1] - r.pgr_ci[0]
+    assert joint < 0.6 * _independent_seed_width(y, floor, transfer, ceiling)
+
+
+def test_per_seed_pgrs_get_the_same_guard():
+    from w2slab.evaluation.pgr import pgr_per_seed
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 300)
+    base = rng.random(300)
+    floor = np.stack([_preds(y, base < 0.6), _preds(y, base < 0.6)])
+    ceiling = np.stack([_preds(y, base < 0.9), _preds(y, base < 0.605)])  # seed 1: the gap is noise
+    transfer = np.stack([_preds(y, base < 0.75), _preds(y, base < 0.603)])
+    values = pgr_per_seed(y, floor, transfer, ceiling, n_boot=300)
+    acc = [accuracy(y, p[0]) for p in (floor, transfer, ceiling)]
+    assert values[0] == pytest.approx(pgr(*acc)) and values[1] is None

@@ -66,7 +66,7 @@ def test_bad_user_files_are_rejected_and_not_declared(tmp_path, filename, conten
 def test_non_utf8_user_file(tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes("text,label\ncaf\xe9,1\n".encode("latin-1"))
-    with pytest.raises(DataError, match="latin1.csv: not UTF-8"):
+    with pytest.raises(DataError, match="latin1.csv, line 2: not UTF-8"):
         add_user_task(FileTask(name="bad_task", path=str(path), text="text", label="label"))
 
 

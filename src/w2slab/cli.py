@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--positive", type=_names, help="label values meaning 1 (default: 1,true,yes,positive)")
     add.add_argument("--negative", type=_names, help="label values meaning 0 (default: 0,false,no,negative)")
     add.add_argument("--replace", action="store_true", help="overwrite a user task of the same name")
+    add.add_argument("--skip-invalid", action="store_true",
+                     help="drop rows with an empty text, an unknown label or no correct candidate (says how many "
+                          "and which lines) instead of refusing the file")
 
     report = sub.add_parser("report", help="write the static HTML report (figures, statistics) and CSV tables")
     report.add_argument("--experiment", help="only this experiment id (default: the latest experiment)")
@@ -158,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sweep_sub.add_parser("status", help="runs done, failed (with errors) and left")
     status.add_argument("file")
     _add_dirs(status, data=True, results=True)
+
+    study = sub.add_parser("study", help="run a sweep and write its study page (tables, medians, paired tests)")
+    study.add_argument("file", help="the sweep's TOML file")
+    study.add_argument("--out", required=True, help="the Markdown page to write, e.g. docs/study.md")
+    study.add_argument("--baseline", default="xent", help="the method every other is compared with")
+    study.add_argument("--executor", default="local", choices=("local", "ray", "serial"), help="how runs execute")
+    study.add_argument("--processes", type=_positive_int, help="worker processes (default: cores)")
+    _add_dirs(study, data=True, results=True)
 
     _add_lm_commands(sub)
 
@@ -274,6 +285,7 @@ def cmd_tasks(args) -> None:
         for key in ("positive", "negative"):
             if getattr(args, key):
                 options[key] = getattr(args, key)
+        options["skip_invalid"] = args.skip_invalid
         n = add_user_task(FileTask(name=args.name, path=args.file, **options), replace=args.replace)
         print(f"task {args.name!r}: {n} items from {args.file}; run it with `w2slab run --task {args.name}`")
         return
@@ -386,6 +398,20 @@ def cmd_sweep(args) -> int:
     for label, error in result.failures:
         print(f"  failed: {label}: {error}", file=sys.stderr)
     return 1 if result.failures else 0
+
+
+def cmd_study(args) -> None:
+    """`w2slab study FILE --out PAGE`: the sweep (cached runs reused) and its study page."""
+    from .checks import check_new_file
+    from .report.study import write_study
+    from .runner.sweep import Sweep
+
+    check_new_file(args.out, "--out")
+    Sweep.from_file(args.file)  # every run's settings checked before any work
+    page = write_study(args.file, args.out, baseline=args.baseline, command=f"w2slab study {args.file} --out {args.out}",
+                       executor=args.executor, processes=args.processes, data_dir=args.data_dir,
+                       cache_dir=args.cache_dir, results_dir=args.results_dir, progress=sys.stderr.isatty())
+    print(f"study: {page}")
 
 
 def cmd_cache(args) -> None:
@@ -552,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "report": cmd_report,
                "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache, "generate": cmd_generate,
-               "score": cmd_score, "serve": cmd_serve}[args.command]
+               "score": cmd_score, "serve": cmd_serve, "study": cmd_study}[args.command]
     try:
         _check_places(args)
         status = handler(args) or 0
@@ -582,6 +608,10 @@ def _check_places(args) -> None:
             check_writable_dir(getattr(args, option), "--" + option.replace("_", "-"))
     if args.command == "report" and args.out:
         check_writable_dir(args.out, "--out")
+    if args.command == "study" and args.baseline:
+        from .supervisors.refine import parse_method
+
+        parse_method(args.baseline)
 
 
 def _write_trace() -> str:

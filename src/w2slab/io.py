@@ -30,6 +30,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot hash object of type {type(value).__name__}")
 
 
+def file_fingerprint(path: str | os.PathLike, *, length: int = 24) -> str:
+    """Identity of a (large) file without reading all of it: sha256 of its size and its first and last MiB.
+    Changes whenever the file is replaced by other content of any size; does not depend on the path."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(f"size:{size}".encode())
+    with path.open("rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read(1 << 20))
+    return digest.hexdigest()[:length]
+
+
 def text_digests(texts: list[str]) -> np.ndarray:
     """One 16-byte BLAKE2 digest per text: array of shape (n,), dtype ``S16``."""
     return np.array([hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts], dtype="S16")

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import ConfigError, UnknownNameError
+from ..io import file_fingerprint
 from .completions import CompletionsLM, LMServerError, _field
 
 log = logging.getLogger(__name__)
@@ -31,19 +32,6 @@ def gguf_for(model: str, *, cache: str | Path | None = None) -> Path:
         return path.resolve()
     raise UnknownNameError(f"llamacpp backend needs a zoo decoder ({', '.join(n for n in MODELS.names() if MODELS.get(n).gguf)}) "
                            f"or a .gguf file, got {model!r}")
-
-
-def gguf_fingerprint(path: Path) -> str:
-    """Identity of a GGUF file: size and sha256 of its first and last MiB (cheap; changes with the weights)."""
-    import hashlib
-
-    size = path.stat().st_size
-    digest = hashlib.sha256(f"gguf:{size}".encode())
-    with path.open("rb") as f:
-        digest.update(f.read(1 << 20))
-        f.seek(max(0, size - (1 << 20)))
-        digest.update(f.read(1 << 20))
-    return digest.hexdigest()[:24]
 
 
 def start_engine(gguf: Path, *, context: int, parallel: int, threads: int, host: str = "127.0.0.1", port: int = 0):
@@ -88,7 +76,7 @@ class LlamaCppLM(CompletionsLM):
             raise ConfigError(f"parallel must be an integer >= 1, got {parallel!r}")
         self.concurrency = parallel
         self._gguf = gguf_for(model, cache=cache)
-        self.identity = f"gguf:{gguf_fingerprint(self._gguf)}"
+        self.identity = f"gguf:{file_fingerprint(self._gguf)}"
         self._server = None
         self._lock = threading.Lock()  # batch threads must not start two engines
         self._templates: dict[str, str] = {}

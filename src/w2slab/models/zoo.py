@@ -325,6 +325,25 @@ def _in_hf_cache(repo_id: str) -> bool:
         return False
 
 
+def model_identity(name: str) -> str:
+    """A stable identity of a model's weights for run keys, computed without installing anything: a zoo model's
+    weights package versions (and GGUF sha256 where known), a local folder's weights fingerprint, or a Hub id."""
+    if name in MODELS:
+        spec = MODELS.get(name)
+        versions = []
+        for package in spec.packages:
+            try:
+                versions.append(f"{package}=={importlib.metadata.version(package)}")
+            except importlib.metadata.PackageNotFoundError:
+                versions.append(f"{package}==?")
+        return f"zoo:{name}:{','.join(versions) or spec.upstream}"
+    if Path(name).expanduser().is_dir():
+        from .features import model_fingerprint
+
+        return f"folder:{model_fingerprint(str(Path(name).expanduser()))}"
+    return f"hub:{name}"
+
+
 def describe(name: str, *, cache: str | Path | None = None) -> dict[str, object]:
     """One row of ``w2slab models list``."""
     spec = MODELS.get(name)

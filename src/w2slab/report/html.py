@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, W2SError
 from ..evaluation import compare_paired, median_with_ci
 from ..paths import results_dir as resolve_results_dir
 from ..runner.store import ResultsStore
@@ -32,7 +32,31 @@ def select_rows(store: ResultsStore, *, experiment: str | None = None, task: str
         summaries = [s for s in summaries if s["experiment"] == latest]
     experiments = sorted({s["experiment"] for s in summaries})
     runs = [r for e in experiments for r in store.query("runs", experiment=e)]
-    return summaries, runs
+    return latest_per_key(summaries), runs
+
+
+def latest_per_key(summaries: list[dict]) -> list[dict]:
+    """One summary per (task, weak, strong, loss): a rerun replaces, never doubles, a result in every table."""
+    latest: dict[tuple, dict] = {}
+    for s in sorted(summaries, key=lambda s: s["created_at"]):
+        latest[(s["task"], s["weak"], s["strong"], s["loss"])] = s
+    return list(latest.values())
+
+
+def supervisor_kind(weak: str) -> str:
+    """'single model', 'ensemble', 'chain' or 'prompted' — medians are taken within a kind, never across."""
+    from ..supervisors.spec import parse_supervisor
+
+    try:
+        kind = parse_supervisor(weak).kind
+    except W2SError:
+        return "unknown"
+    return {"model": "single model", "ensemble": "ensemble", "chain": "chain", "prompt": "prompted"}.get(kind, kind)
+
+
+def method_class(method: str) -> str:
+    """'oracle' (ground-truth epoch choice, an upper bound), 'generative' (+gen) or 'weak-to-strong'."""
+    return "oracle" if is_oracle(method) else "generative" if "+gen" in method else "weak-to-strong"
 
 
 def summary_table(summaries: list[dict]) -> list[dict]:
@@ -46,7 +70,7 @@ def summary_table(summaries: list[dict]) -> list[dict]:
                      "pgr": round(s["pgr"], 3) if s["defined"] else "undefined",
                      "pgr_ci_low": round(s["pgr_low"], 3) if s["defined"] else "",
                      "pgr_ci_high": round(s["pgr_high"], 3) if s["defined"] else "",
-                     "pgr_per_seed": " ".join(f"{v:+.2f}" for v in r.get("pgr_per_seed", [])),
+                     "pgr_per_seed": " ".join("undef." if v is None else f"{v:+.2f}" for v in r.get("pgr_per_seed", [])),
                      "reason_undefined": s["reason"], "oracle_stopping": is_oracle(s["loss"]),
                      "experiment": s["experiment"]})
     return rows
@@ -69,12 +93,18 @@ def imitation_table(summaries: list[dict]) -> list[dict]:
 
 
 def median_table(summaries: list[dict]) -> list[dict]:
-    """Per loss: median PGR over task-pairs (defined only) with a bootstrap interval, and the undefined count."""
+    """Per supervisor kind and loss: median PGR over task-pairs (defined only) with a bootstrap interval, and the
+    undefined count. Oracle and generative methods are their own class, never pooled with weak-to-strong rows."""
     rows = []
-    for loss in sorted({s["loss"] for s in summaries}):
-        of_loss = [s for s in summaries if s["loss"] == loss and not s["strong_to_strong"]]
+    summaries = latest_per_key(summaries)
+    strata = sorted({(supervisor_kind(s["weak"]), s["loss"]) for s in summaries},
+                    key=lambda k: (method_class(k[1]) != "weak-to-strong", k))
+    for kind, loss in strata:
+        of_loss = [s for s in summaries if s["loss"] == loss and supervisor_kind(s["weak"]) == kind
+                   and not s["strong_to_strong"]]
         defined = [s["pgr"] for s in of_loss if s["defined"]]
-        row = {"loss": loss, "task_pairs": len(of_loss), "defined": len(defined), "undefined": len(of_loss) - len(defined)}
+        row = {"supervisor_kind": kind, "loss": loss, "class": method_class(loss), "task_pairs": len(of_loss),
+               "defined": len(defined), "undefined": len(of_loss) - len(defined)}
         if defined:
             m = median_with_ci(np.array(defined))
             row.update(median_pgr=round(m["median"], 3), ci_low=round(m["ci"][0], 3), ci_high=round(m["ci"][1], 3))
@@ -193,7 +223,8 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
         ("PGR per task, pair and method", "summaries",
          "Accuracies are means over seeds; the PGR interval is a 95% bootstrap over test items and seeds. "
          f"<b>undefined</b> ({undefined} of {len(summaries)}): the ceiling does not beat the floor beyond test-set "
-         "noise, or the PGR interval is wider than 1 — see reason_undefined."
+         "noise (decided per task and pair, for every method alike) — see reason_undefined; a reason starting "
+         "'wide' marks a defined PGR whose interval is wider than 1."
          + (" Rows with oracle_stopping = True chose their epochs on <b>ground-truth</b> validation labels: an upper "
             "bound, not a weak-to-strong result." if any(is_oracle(s["loss"]) for s in summaries) else "")),
         ("Median PGR across task-pairs", "median_pgr",

@@ -201,5 +201,8 @@ def check_methods(methods, settings) -> None:
             raise ConfigError("mixup and min_supervised_per_batch need a torch head, not sklearn_logistic")
     if probe and any(m.generative for m in methods):
         raise ConfigError("generative finetuning ('+gen') needs student_mode 'finetune' or 'lora'")
+    if not probe and settings.ft_grad_accum > 1 and any(m.loss.startswith("logconf") for m in methods):
+        raise ConfigError(f"logconf thresholds on statistics of the whole batch; ft_grad_accum "
+                          f"{settings.ft_grad_accum} would split it into micro-batches: use ft_grad_accum 1")
     if not probe and any(m.mixup for m in methods):
         raise ConfigError(f"mixup applies to probes on features, not to student_mode {settings.student_mode!r}")

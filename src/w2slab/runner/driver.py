@@ -286,6 +286,7 @@ class _RowWriter:
                "strong_to_strong": int(run.weak.name == run.strong),
                **summary_fields(seeds[order[0]]["y_test"], stack["floor"], stack["transfer"], stack["ceiling"],
                                 n_bootstrap=self.sweep.n_bootstrap, seed=run.task.split_seed)}
+        row["result"]["epoch_rule"] = run.method.epoch_rule
         self.summary_rows.append(row)
         self.summaries.append(row)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..evaluation import classification_metrics, imitation_metrics, pgr, pgr_with_ci
+from ..evaluation import classification_metrics, imitation_metrics, pgr_with_ci
+from ..evaluation.pgr import pgr_per_seed
 from ..io import stable_hash, write_npz
 from ..models import make_featurizer
 from ..models import resolve as resolve_model
@@ -154,9 +155,11 @@ def _summary(config, row_common, y_test, weak_p, ceiling_p, transfer_p, split, w
     floor = np.stack([weak_p[weak, s][split.test] for s in seeds])
     ceiling = np.stack([ceiling_p[strong, s] for s in seeds])
     transfer = np.stack([transfer_p[weak, strong, loss, s] for s in seeds])
-    return {**row_common, "summary_key": stable_hash([row_common["experiment"], weak, strong, loss]),
-            "weak": weak, "strong": strong, "loss": loss, "strong_to_strong": int(weak == strong),
-            **summary_fields(y_test, floor, transfer, ceiling, n_bootstrap=config.n_bootstrap, seed=config.split_seed)}
+    row = {**row_common, "summary_key": stable_hash([row_common["experiment"], weak, strong, loss]),
+           "weak": weak, "strong": strong, "loss": loss, "strong_to_strong": int(weak == strong),
+           **summary_fields(y_test, floor, transfer, ceiling, n_bootstrap=config.n_bootstrap, seed=config.split_seed)}
+    row["result"]["epoch_rule"] = parse_method(loss).epoch_rule
+    return row
 
 
 def summary_fields(y_test: np.ndarray, floor: np.ndarray, transfer: np.ndarray, ceiling: np.ndarray, *,
@@ -173,8 +176,7 @@ def summary_fields(y_test: np.ndarray, floor: np.ndarray, transfer: np.ndarray, 
     spread["imitation"] = imitation_metrics(y_test, floor, transfer)
     # PGR of each seed's own floor, transfer and ceiling; the headline PGR is that of the seed-averaged
     # accuracies, which is stabler when a single seed's gap is small
-    spread["pgr_per_seed"] = [pgr(*(per_seed[n][s]["accuracy"] for n in ("floor", "transfer", "ceiling")))
-                              for s in range(len(floor))]
+    spread["pgr_per_seed"] = pgr_per_seed(y_test, floor, transfer, ceiling, n_boot=min(n_bootstrap, 500), seed=seed)
     return {"floor": result.floor, "transfer": result.transfer, "ceiling": result.ceiling, "pgr": result.pgr,
             "pgr_low": result.pgr_ci[0] if result.pgr_ci else None,
             "pgr_high": result.pgr_ci[1] if result.pgr_ci else None, "defined": int(result.defined),

@@ -93,8 +93,10 @@ def transfer_targets(weak_p: np.ndarray, split: Split) -> tuple[np.ndarray, np.n
 
 def train_student(X_train, t_train: np.ndarray, X_val, t_val: np.ndarray, X_predict, *, head: str,
                   head_params: dict, loss: str, loss_params: dict | None, seed: int, mixup: float = 0.0,
-                  anchor: np.ndarray | None = None, anchor_share: float = 0.0) -> tuple[np.ndarray, list]:
-    """Fit a student head on (X_train, targets t_train), selecting the epoch on (X_val, t_val), and return
+                  anchor: np.ndarray | None = None, anchor_share: float = 0.0,
+                  select: bool = True) -> tuple[np.ndarray, list]:
+    """Fit a student head on (X_train, targets t_train), selecting the epoch on (X_val, t_val) (with
+    ``select=False`` every epoch is trained and the last kept; val agreement is still recorded), and return
     (P(class 1) for the rows of X_predict, shape (m,); per-epoch training history). Each history entry holds
     the epoch's predictions on X_predict (``monitor_p``) for learning curves; they never steer training.
     mixup, anchor, anchor_share: see ``TorchHead``."""
@@ -102,7 +104,8 @@ def train_student(X_train, t_train: np.ndarray, X_val, t_val: np.ndarray, X_pred
     if mixup:
         params["mixup"] = mixup
     student = make_student(head, params)
-    student.fit(X_train, t_train, eval_set=(X_val, t_val), monitor=X_predict, anchor=anchor, anchor_share=anchor_share)
+    student.fit(X_train, t_train, eval_set=(X_val, t_val) if select else None, monitor=X_predict, anchor=anchor,
+                anchor_share=anchor_share)
     return student.predict_proba(X_predict)[:, 1], student.history_
 
 
@@ -117,17 +120,32 @@ def make_student(head: str, params: dict):
     return HEADS.get(head)(**params)
 
 
+def group_folds(groups: np.ndarray, folds: int, *, seed: int) -> np.ndarray:
+    """Fold index (n,) per item: whole groups dealt round-robin in a seeded order, so a group never straddles
+    two folds and folds hold about equally many groups."""
+    unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of_group = np.empty(len(unique), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(unique)) % folds
+    return fold_of_group[inverse]
+
+
 def cross_fitted(X, t: np.ndarray, *, head: str, head_params: dict, loss: str, seed: int, folds: int = 5,
-                 loss_params: dict | None = None) -> np.ndarray:
+                 loss_params: dict | None = None, groups: np.ndarray | None = None, X_extra=None):
     """Out-of-fold predictions (n,) of a student trained on the other folds' targets ``t`` (weak labels),
-    each fold predicted by a model that never saw it. No ground truth is involved."""
-    order = np.random.default_rng(seed).permutation(len(t))
-    fold_of = np.empty(len(t), dtype=np.int64)
-    fold_of[order] = np.arange(len(t)) % folds
+    each fold predicted by a model that never saw it. No ground truth is involved.
+
+    groups: optional (n,) group ids; a group's items share a fold (a question's candidates never straddle the
+    train/predict boundary). X_extra: optional rows (m, d) labelled by the mean of the same fold models; then
+    returns (out, extra_p (m,)), so other rows get labels from exactly the labellers of ``t``'s rows."""
+    fold_of = group_folds(np.arange(len(t)) if groups is None else groups, folds, seed=seed)
     out = np.empty(len(t), dtype=np.float32)
+    extra = None if X_extra is None else np.zeros(X_extra.shape[0], dtype=np.float64)
     for k in range(folds):
         held = fold_of == k
         student = make_student(head, {**head_params, "loss": loss, "loss_params": loss_params, "seed": seed + k})
         student.fit(X[~held], t[~held])
         out[held] = student.predict_proba(X[held])[:, 1]
-    return out
+        if extra is not None:
+            extra += student.predict_proba(X_extra)[:, 1] / folds
+    return out if extra is None else (out, extra.astype(np.float32))

@@ -29,7 +29,7 @@ from .cache import StageCache
 from .config import TaskSettings, TrainSettings
 from .protocol import Split, check_split, cross_fitted, group_split, train_student, train_weak, transfer_targets
 
-STAGE_VERSION = 5  # bump when weak/student training changes, so cached stage outputs are not reused
+STAGE_VERSION = 6  # bump when weak/student training changes, so cached stage outputs are not reused
 
 
 class StageContext:
@@ -137,10 +137,11 @@ class StageContext:
         return self.cache.get_or_compute("weak", key, fit)["p"]
 
     def _bootstrap_step(self, model: str, labels: np.ndarray, seed: int) -> np.ndarray:
-        """One link of a bootstrapping chain: ``model`` trained on the previous link's labels of B (selected on
-        its labels of val) relabels B, val and test. Labels on B are cross-fitted (2 folds: each item labelled
-        by a model that did not train on it), so the next link learns this model's generalisation, not an
-        echo of its training targets. labels: (n,) soft labels; returns the same shape."""
+        """One link of a bootstrapping chain: ``model`` trained on the previous link's labels of B relabels B,
+        val and test. Labels on B are cross-fitted (2 folds by group: each item labelled by a model that did not
+        train on it), so the next link learns this model's generalisation, not an echo of its training targets;
+        val and test get the mean of the *same* two fold models, so the chain's floor measures the labellers
+        whose labels the student learns from. labels: (n,) soft labels; returns the same shape."""
         split = self.split
         inputs, head, params, identity = self.student_inputs(model)
         key = self.cache.key("bootstrap", STAGE_VERSION, {**identity, "seed": seed,
@@ -148,12 +149,12 @@ class StageContext:
                              [self.data_key])
 
         def fit():
-            X_b, t_b, t_val = inputs.take(split.transfer), labels[split.transfer], labels[split.val]
+            X_b, t_b = inputs.take(split.transfer), labels[split.transfer]
             p = np.full(len(self.task), np.nan, dtype=np.float32)
-            p[split.transfer] = cross_fitted(X_b, t_b, head=head, head_params=params, loss="xent", seed=seed, folds=2)
             rest = np.concatenate([split.val, split.test])
-            p[rest] = train_student(X_b, t_b, inputs.take(split.val), t_val, inputs.take(rest), head=head,
-                                    head_params=params, loss="xent", loss_params=None, seed=seed)[0]
+            p[split.transfer], p[rest] = cross_fitted(X_b, t_b, head=head, head_params=params, loss="xent", seed=seed,
+                                                      folds=2, groups=self.task.groups[split.transfer],
+                                                      X_extra=inputs.take(rest))
             return {"p": p}
 
         return self.cache.get_or_compute("bootstrap", key, fit)["p"]
@@ -211,7 +212,7 @@ class StageContext:
         key = self.cache.key("student", STAGE_VERSION, {**identity, "method": method.key(), "seed": seed,
                                                          "targets": _digest(t_train, t_val)}, [self.data_key])
         fit = functools.partial(_fit_student, inputs, self.split, t_train, t_val, method, head=head,
-                                head_params=params, seed=seed)
+                                head_params=params, seed=seed, groups=self.task.groups[self.split.transfer])
         out = self.cache.get_or_compute("student", key, fit)
         self.epochs[label] = len(out["val_agreement"])
         self.curves[label] = out["curve_p"]
@@ -308,8 +309,16 @@ def prompt_fingerprint(model: str, cache_dir) -> str:
     return model_fingerprint(resolve(model, cache=cache_dir))
 
 
+def self_training_seeds(seed: int, round_: int) -> tuple[int, int]:
+    """(pseudo-label seed, student seed) of self-training round ``round_`` (0-based) of a run seeded ``seed``:
+    hashed from both, so they never equal another run's own seed (seed + r + 1 did: round 0 of seed 0 trained
+    exactly like seed 1's student)."""
+    a, b = np.random.SeedSequence([seed, round_ + 1, 0x5E1F]).generate_state(2)
+    return int(a >> 1) + 2**20, int(b >> 1) + 2**20  # above any seed a user counts to
+
+
 def _fit_student(feats: _Features, split: Split, t_train: np.ndarray, t_val: np.ndarray, method: Method, *,
-                 head: str, head_params: dict, seed: int) -> dict:
+                 head: str, head_params: dict, seed: int, groups: np.ndarray | None = None) -> dict:
     """One student stage: optional label filter, the student, optional self-training rounds.
 
     Receives targets only (weak labels, or ground truth for the ceiling); returns test predictions, per-epoch
@@ -319,20 +328,21 @@ def _fit_student(feats: _Features, split: Split, t_train: np.ndarray, t_val: np.
     X_predict = feats.take(np.concatenate([split.test, split.transfer]))  # test first, then B
     n_test = len(split.test)
     train = functools.partial(train_student, head=head, head_params=head_params, loss=method.loss,
-                              loss_params=method.loss_kwargs, mixup=method.mixup)
+                              loss_params=method.loss_kwargs, mixup=method.mixup, select=not method.final_epoch)
     keep = np.ones(len(t_train), dtype=bool)
     if method.label_filter == "entropy":
         keep = entropy_keep(t_train, drop_fraction=method.entropy_drop)
     elif method.label_filter == "filter":
         keep = confident_keep(cross_fitted(X_train, t_train, head=head, head_params=head_params, loss=method.loss,
-                                           loss_params=method.loss_kwargs, seed=seed), t_train)
+                                           loss_params=method.loss_kwargs, seed=seed, groups=groups), t_train)
     p, history = train(X_train[keep], t_train[keep], X_val, t_val, X_predict, seed=seed)
     rounds = [p]
     for r in range(method.self_rounds):
-        targets, kept, supervised = pseudo_labels(rounds[-1][n_test:], t_train, seed=seed + 1000 * (r + 1),
+        label_seed, student_seed = self_training_seeds(seed, r)
+        targets, kept, supervised = pseudo_labels(rounds[-1][n_test:], t_train, seed=label_seed,
                                                   keep=method.self_keep, supervised_share=method.supervised_share,
                                                   soft=method.soft_pseudo_labels)
-        p, _ = train(X_train[kept], targets[kept], X_val, t_val, X_predict, seed=seed + r + 1,
+        p, _ = train(X_train[kept], targets[kept], X_val, t_val, X_predict, seed=student_seed,
                      anchor=supervised[kept], anchor_share=method.min_supervised_per_batch)
         rounds.append(p)
     curve = [h["monitor_p"][:n_test] for h in history if "monitor_p" in h]

@@ -167,8 +167,9 @@ class Sweep:
             raise ConfigError(f"{where}: the grid is empty (no weak/strong pair, method or task)")
         from .config import check_methods
 
-        for task in self.tasks:  # the same checks as a single experiment (task names, heads, fractions, …)
-            ExperimentConfig(task=task.task, weak=(self.pairs[0][0].name,), strong=(self.pairs[0][1],),
+        for task in self.tasks:  # the same checks as a single experiment (task names, heads, fractions, …);
+            # models and their layers were checked above through their extractors (aliases resolved)
+            ExperimentConfig(task=task.task, weak=("tfidf",), strong=(self.models[self.pairs[0][1]].model,),
                              losses=("xent",), seeds=len(self.seeds), n_examples=task.n_examples,
                              split_seed=task.split_seed, test_fraction=task.test_fraction,
                              val_fraction=task.val_fraction, n_bootstrap=self.n_bootstrap,
@@ -183,15 +184,23 @@ class Sweep:
     def runs(self, data_dir: str | os.PathLike | None = None) -> list[RunSpec]:
         """Every run of the grid, in task, pair, method, seed order, each with its content key.
 
-        ``data_dir`` is part of the key: the same task name read from another mirror is another run."""
-        head = json.dumps({"version": [__version__, STAGE_VERSION], "train": dataclasses.asdict(self.train),
-                           "data": str(data_dir or "hub")}, sort_keys=True)
-        weak_json = {w.name: json.dumps(self._supervisor_identity(w), sort_keys=True) for w, _ in self.pairs}
-        model_json = {m: json.dumps(dataclasses.asdict(s), sort_keys=True) for m, s in self.models.items()}
+        The key holds the task's source *content* (files' sizes and head/tail digests, the conversion version —
+        not the data folder's path: the same files elsewhere are the same runs) and each model's weights
+        identity (package versions, folder fingerprint), never a model's location."""
+        from ..models.zoo import model_identity
+        from ..tasks import source_identity
+
+        head = json.dumps({"version": [__version__, STAGE_VERSION], "train": dataclasses.asdict(self.train)},
+                          sort_keys=True)
+        identity = {m: model_identity(s.model) for m, s in self.models.items()}
+        weak_json = {w.name: json.dumps(self._supervisor_identity(w, identity), sort_keys=True) for w, _ in self.pairs}
+        model_json = {m: json.dumps({**dataclasses.asdict(s), "model": identity[m]}, sort_keys=True)
+                      for m, s in self.models.items()}
         method_json = {m.name: json.dumps(m.key(), sort_keys=True) for m in self.methods}
         out = []
         for task in self.tasks:
-            task_json = json.dumps(dataclasses.asdict(task), sort_keys=True)
+            task_json = json.dumps({**dataclasses.asdict(task), "source": source_identity(task.task, data_dir)},
+                                   sort_keys=True)
             for weak, strong in self.pairs:
                 for method in self.methods:
                     prefix = "|".join((head, task_json, weak_json[weak.name], model_json[strong],
@@ -200,12 +209,14 @@ class Sweep:
                                for seed in self.seeds)
         return out
 
-    def _supervisor_identity(self, weak: SupervisorSpec) -> dict:
-        """What determines a supervisor's labels: its kind and its members' extractors (not their names)."""
+    def _supervisor_identity(self, weak: SupervisorSpec, identity: dict[str, str]) -> dict:
+        """What determines a supervisor's labels: its kind and its members' extractors and weights (not names)."""
         if weak.kind == "prompt":
-            return {"kind": "prompt", "model": weak.models[0], "shots": weak.shots}
+            from ..models.zoo import model_identity
+
+            return {"kind": "prompt", "model": model_identity(weak.models[0]), "shots": weak.shots}
         return {"kind": weak.kind, "combine": weak.combine,
-                "members": [dataclasses.asdict(self.models[m]) for m in weak.models]}
+                "members": [{**dataclasses.asdict(self.models[m]), "model": identity[m]} for m in weak.models]}
 
 
 def load_sweep(sweep: "Sweep | str | os.PathLike | dict") -> Sweep:

@@ -15,6 +15,9 @@ A method string is ``loss[+modifier]`` (e.g. ``xent+filter``, ``logconf+self3``)
   (halves A and B) before transfer (fine-tuned students only; the ceiling stays the plain model);
 - ``oracle``: select the student's epoch on *ground-truth* validation labels. An upper bound that a real
   weak-to-strong setting cannot have; reports mark it.
+- ``final``: train every epoch and keep the last (the reference implementation's rule) instead of the epoch
+  that best agrees with the supervisor's validation labels — which can stop a ``logconf`` student inside its
+  warm-up and pull it towards ``xent``. Rows name the rule in ``epoch_rule``.
 
 In sweep files a method may also be a table with parameters (``make_method``): the loss's own parameters
 (``aux_coef``, ``warmup_frac``, ``alpha``, ``beta``), ``mixup`` (the Beta parameter; 0 = off), ``self_keep``,
@@ -30,7 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-MODIFIERS = ("filter", "entropy", "self<N>", "softself<N>", "mixup", "gen", "oracle")
+MODIFIERS = ("filter", "entropy", "self<N>", "softself<N>", "mixup", "gen", "oracle", "final")
 ENTROPY_DROP = 0.2
 SELF_KEEP = 0.5
 SELF_SUPERVISED_SHARE = 0.25
@@ -55,6 +58,12 @@ class Method:
     entropy_drop: float = ENTROPY_DROP
     generative: bool = False
     oracle_stopping: bool = False
+    final_epoch: bool = False
+
+    @property
+    def epoch_rule(self) -> str:
+        """How the student's epoch is chosen: 'final', 'oracle' (ground truth) or 'weak-val' (weak labels)."""
+        return "final" if self.final_epoch else "oracle" if self.oracle_stopping else "weak-val"
 
     def key(self) -> dict:
         """Everything that changes results (the display name does not)."""
@@ -112,7 +121,7 @@ def parse_method(name: str) -> Method:
     if loss not in LOSSES:
         raise ConfigError(f"method {name!r}: " + LOSSES.unknown_message(loss))
     label_filter, rounds, soft, mixup = None, 0, False, 0.0
-    flags = {"gen": False, "oracle": False}
+    flags = {"gen": False, "oracle": False, "final": False}
     for mod in mods:
         match = re.fullmatch(r"(soft)?self(\d+)", mod)
         if mod in ("filter", "entropy") and label_filter is None:
@@ -125,9 +134,12 @@ def parse_method(name: str) -> Method:
             flags[mod] = True
         else:
             raise ConfigError(f"method {name!r}: unknown or repeated modifier {mod!r} (allowed once each: filter or "
-                              "entropy, self1 … self10 or softself1 … softself10, mixup, gen, oracle)")
+                              "entropy, self1 … self10 or softself1 … softself10, mixup, gen, oracle, final)")
+    if flags["final"] and flags["oracle"]:
+        raise ConfigError(f"method {name!r}: 'final' (keep the last epoch) and 'oracle' (choose an epoch) exclude "
+                          "each other")
     return Method(name, loss, label_filter, rounds, soft, mixup=mixup, generative=flags["gen"],
-                  oracle_stopping=flags["oracle"])
+                  oracle_stopping=flags["oracle"], final_epoch=flags["final"])
 
 
 def entropy_keep(weak: np.ndarray, *, drop_fraction: float = ENTROPY_DROP) -> np.ndarray:

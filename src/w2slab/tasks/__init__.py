@@ -96,6 +96,25 @@ def load_task(name: str, *, data_dir: str | os.PathLike | None = None, n_example
 CONVERSION_VERSION = 3  # bump when any conversion changes, so cached conversions are not reused
 
 
+def source_identity(name: str, data_dir: str | os.PathLike | None) -> dict:
+    """What a task's items are made of, independent of where the files lie: the conversion version and, per
+    source file, its size and the sha256 of its first and last MiB (or the Hub dataset id). Cheap: no parsing."""
+    from ..io import file_fingerprint
+
+    spec = get_spec(name)
+    if data_dir is None and not all(Path(f).is_absolute() for f in spec.local_files):  # from the Hub
+        return {"task": name, "version": CONVERSION_VERSION, "hub": list(spec.hub)}
+    root = Path(data_dir or "/")
+    files = []
+    for rel in sorted(spec.local_files):
+        path = root / rel
+        if not path.is_file():
+            files.append([rel, None])  # the loader names the missing file later
+            continue
+        files.append([Path(rel).name, file_fingerprint(path)])
+    return {"task": name, "version": CONVERSION_VERSION, "files": files}
+
+
 def _cache_file(spec: TaskSpec, data_dir: Path | None) -> Path | None:
     """Converted tasks from the local mirror are cached, keyed by the source files' paths, sizes and mtimes."""
     if data_dir is None:

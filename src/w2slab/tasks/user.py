@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from ..errors import ConfigError, DataError
 from ..io import write_json
 from .base import Item, Row, TaskSpec, balance, choice_items, items_to_task
 from .readers import read_csv, read_jsonl
+
+log = logging.getLogger(__name__)
 
 POSITIVE = ("1", "true", "yes", "positive")
 NEGATIVE = ("0", "false", "no", "negative")
@@ -42,6 +45,7 @@ class FileTask:
     positive: tuple[str, ...] = POSITIVE
     negative: tuple[str, ...] = NEGATIVE
     description: str = ""
+    skip_invalid: bool = False  # drop rows with an empty text, an unknown label or no correct candidate
 
     def __post_init__(self) -> None:
         from ..checks import check_safe_name
@@ -82,6 +86,11 @@ class FileTask:
 
     def convert(self, rows: list[Row]) -> list[Item]:
         """Rows → items (classification balanced by seeded downsampling; multiple choice by construction)."""
+        return self.convert_counting(rows)[0]
+
+    def convert_counting(self, rows: list[Row]) -> tuple[list[Item], list[str]]:
+        """``convert`` that also returns where each dropped row was (``"file, line N: why"``); rows are dropped
+        only with ``skip_invalid``, otherwise the first bad row raises DataError."""
         if self.id is not None:
             seen: dict[str, str] = {}
             for row in rows:
@@ -89,9 +98,18 @@ class FileTask:
                 if key in seen:
                     raise DataError(f"{row['_src']}: duplicate id {key!r} (first at {seen[key]})")
                 seen[key] = row["_src"]
-        if self.question is not None:
-            return [it for i, row in enumerate(rows) for it in self._choice(row, i)]
-        return balance([self._classify(row, i) for i, row in enumerate(rows)], seed=0)
+        items: list[Item] = []
+        skipped: list[str] = []
+        for i, row in enumerate(rows):
+            try:
+                items.extend(self._choice(row, i) if self.question is not None else [self._classify(row, i)])
+            except DataError as err:
+                if not self.skip_invalid:
+                    raise
+                skipped.append(str(err))
+        if not items:
+            raise DataError(f"{self.path}: no valid row ({len(skipped)} skipped)")
+        return (items if self.question is not None else balance(items, seed=0)), skipped
 
     def _classify(self, row: Row, i: int) -> Item:
         value = str(row[self.label]).strip().lower()
@@ -170,7 +188,8 @@ def register_user_tasks(registry) -> None:
 
 def add_user_task(task: FileTask, *, replace: bool = False) -> int:
     """Validate ``task`` by loading it completely, then store its declaration; returns the item count.
-    A file that fails to load is not declared (and nothing is cached)."""
+    A file that fails to load is not declared (and nothing is cached). With ``skip_invalid`` the dropped rows
+    are logged as a warning: how many, and which lines."""
     from . import TASKS
 
     from ..checks import check_new_file
@@ -182,7 +201,11 @@ def add_user_task(task: FileTask, *, replace: bool = False) -> int:
     if task.name in existing and not replace:
         raise ConfigError(f"user task {task.name!r} already exists (use --replace to overwrite it)")
     task = dataclasses.replace(task, path=str(Path(task.path).expanduser().resolve()))
-    data = items_to_task(task.name, task.convert(task.read()))
+    items, skipped = task.convert_counting(task.read())
+    if skipped:
+        log.warning("task %s: %d invalid row(s) skipped: %s", task.name, len(skipped),
+                    "; ".join(skipped[:5]) + (f"; … and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
+    data = items_to_task(task.name, items)
     entries = {name: dataclasses.asdict(t) for name, t in existing.items()}
     entries[task.name] = dataclasses.asdict(task)
     write_json(tasks_file(), entries)

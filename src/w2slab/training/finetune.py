@@ -116,6 +116,10 @@ class FineTuner:
         model, opt = acc.prepare(self.model_, opt)  # DDP under `accelerate launch`; unchanged on one CPU
         inner = acc.unwrap_model(model)  # parameter names without DDP's "module." prefix, for state dicts
         prior = float(np.clip((targets.numpy() >= 0.5).mean(), 0.01, 0.99))
+        if getattr(loss_fn, "batch_statistics", False) and (self.grad_accum > 1 or acc.num_processes > 1):
+            raise ConfigError(f"loss {self.loss!r} thresholds on statistics of the whole batch: it cannot be split "
+                              f"into micro-batches (grad_accum {self.grad_accum}) or processes "
+                              f"({acc.num_processes}); use grad_accum 1 on one process")
         state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_state": None, "history": [], "stale": 0}
         state = self._resume(inner, opt, sched, state)
         micro = self.batch_size // self.grad_accum

@@ -139,8 +139,6 @@ def _version(package: str) -> str:
 
 def _fit(kind: str, path: str, data: list[dict], config: PolicyTraining, out: Path) -> dict:
     """Train with TRL into ``out`` (adapter files + tokenizer); returns throughput and memory metrics."""
-    import resource
-
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -186,9 +184,23 @@ def _fit(kind: str, path: str, data: list[dict], config: PolicyTraining, out: Pa
     examples_seen = len(data) * config.epochs
     history = [h for h in trainer.state.log_history if "loss" in h]
     return {"seconds": round(seconds, 2), "examples_per_s": round(examples_seen / seconds, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": _peak_rss_mb(),
             "train_loss": float(result.training_loss), "first_loss": history[0]["loss"] if history else None,
             "last_loss": history[-1]["loss"] if history else None, "steps": int(trainer.state.global_step)}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM (reset at exec, unlike ru_maxrss, which Linux carries
+    over from the parent of a fresh process), else ru_maxrss."""
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def reward_scores(trained: TrainedAdapter, texts: list[str], *, cache: str | Path | None = None,
