@@ -43,6 +43,29 @@ def file_fingerprint(path: str | os.PathLike, *, length: int = 24) -> str:
     return digest.hexdigest()[:length]
 
 
+def open_sqlite(path: str | os.PathLike, *, timeout_s: float = 60.0, **connect_options):
+    """A connection to SQLite file ``path`` in WAL mode, safe when several processes open a new file at once.
+
+    Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is locked" at once
+    (without waiting) when another process holds it, so the switch is retried until ``timeout_s``."""
+    import sqlite3
+    import time
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=timeout_s, **connect_options)
+    conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return conn
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.05)
+
+
 def text_digests(texts: list[str]) -> np.ndarray:
     """One 16-byte BLAKE2 digest per text: array of shape (n,), dtype ``S16``."""
     return np.array([hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts], dtype="S16")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..io import open_sqlite
 from ..paths import cache_dir
 from .base import LM, Generation, GenerationRequest, Score, ScoreRequest
 
@@ -47,9 +48,7 @@ class GenerationCache:
     @property
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn = open_sqlite(self.path, timeout_s=60, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
         return self._conn

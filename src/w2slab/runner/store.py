@@ -13,6 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import open_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -53,10 +54,7 @@ class ResultsStore:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn = open_sqlite(self.path, timeout_s=30)
         conn.executescript(SCHEMA)
         return conn
 
