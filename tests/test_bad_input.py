@@ -203,3 +203,17 @@ def test_a_data_dir_that_is_a_file_is_one_error_for_tasks_list(place, capsys):
     assert main(["tasks", "list", "--data-dir", "a_file"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is a file" in err
+
+
+def test_a_task_from_the_hub_without_network_fails_fast(place, capsys, monkeypatch):
+    import time
+
+    import w2slab.checks as checks
+
+    monkeypatch.delenv("W2SLAB_DATA_DIR", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(checks, "_HUB_REACHABLE", None)
+    start = time.perf_counter()
+    assert main(["tasks", "show", "sst2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert time.perf_counter() - start < 10 and len(err.splitlines()) == 1 and "--data-dir" in err

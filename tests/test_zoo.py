@@ -41,3 +41,19 @@ def test_local_model_folder_works_as_a_model_name(cache_dir, sst2_small, minilm_
     X = features.transform(sst2_small.texts[:5])
     np.testing.assert_array_equal(X, minilm_sst2[0][:5])  # same weights fingerprint → same cache entries
     assert features.model_calls_ == 0
+
+
+def test_gguf_materialisers_join_into_the_models_folder(tmp_path):
+    from w2slab.models.zoo import _materialise_from_gguf
+
+    seen = []
+
+    def gguf(models):
+        seen.append(models)
+        raise RuntimeError("stop before dequantising")
+
+    staging = tmp_path / "models" / ".tmp-qwen-x"
+    staging.mkdir(parents=True)
+    with pytest.raises(RuntimeError):
+        _materialise_from_gguf(gguf)(staging)
+    assert seen == [tmp_path / "models"]  # the same file gguf_path() uses, never one folder up

@@ -143,7 +143,7 @@ def _gemma3_gguf(models: Path) -> Path:
 
 
 def _materialise_gemma3(target: Path) -> None:
-    _dequantise_gguf(_gemma3_gguf(target.parent.parent), target)
+    _dequantise_gguf(_gemma3_gguf(target.parent), target)
 
 
 def join_parts(parts: list[Path], target: Path, *, sha256: str, size: int) -> Path:
@@ -184,7 +184,7 @@ def _parted_gguf(name: str, module: str, count: int, digits: int, sha256: str, s
 
 def _materialise_from_gguf(gguf: Callable[[Path], Path]) -> Callable[[Path], None]:
     def materialise(target: Path) -> None:
-        _dequantise_gguf(gguf(target.parent.parent), target)
+        _dequantise_gguf(gguf(target.parent), target)
 
     return materialise
 

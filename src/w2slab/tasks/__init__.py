@@ -64,6 +64,11 @@ def _read_hub(spec: TaskSpec) -> list[Row]:
             f"task {spec.name!r}: no data directory (--data-dir or W2SLAB_DATA_DIR) and the 'datasets' package "
             "for the Hugging Face Hub is not installed (pip install datasets)"
         ) from None
+    from ..checks import hub_reachable
+
+    if not hub_reachable():
+        raise DataError(f"task {spec.name!r}: no data directory (--data-dir or W2SLAB_DATA_DIR) and the Hugging Face "
+                        "Hub is unreachable (offline): point --data-dir at a local mirror")
     hub_id, config, splits = spec.hub
     rows: list[Row] = []
     for split in splits:
