@@ -41,6 +41,17 @@ def test_llamacpp_cache_counts_calls_and_reuses_samples_when_n_grows(llama):
     assert [g.text for g in other_seed] != [g.text for g in first]
 
 
+def test_a_prompt_repeated_in_one_batch_is_generated_once(llama):
+    request = GenerationRequest(prompt="Once upon a midnight", n=2, temperature=0.9, max_tokens=6, seed=21)
+    before = llama.backend_calls
+    a, b = llama.generate([request, request])
+    assert a == b and len(a) == 2 and llama.backend_calls == before + 2
+    before = llama.backend_calls
+    pair = ScoreRequest(prompt="2 + 2 =", continuation=" 4")
+    s1, s2 = llama.loglikelihood([pair, pair])
+    assert s1 == s2 and llama.backend_calls <= before + 1
+
+
 def test_llamacpp_same_seed_same_text_without_cache(llama):
     request = GenerationRequest(prompt="Once upon a time", n=3, temperature=1.0, max_tokens=16, seed=3)
     cached = llama.generate([request])[0]

@@ -156,9 +156,11 @@ class CachedLM(LM):
         found = self.cache.get_generations({k for ks in keys for k in ks})
         # the missing samples, as requests for runs of consecutive indices (each sample keeps its own seed)
         todo: list[tuple[GenerationRequest, list[str]]] = []
+        scheduled: set[str] = set()  # a prompt repeated within the batch is generated once
         for request, ks in zip(requests, keys):
             positions = [0] if request.greedy else range(request.n)
-            missing = [p for p in positions if ks[p] not in found]
+            missing = [p for p in positions if ks[p] not in found and ks[p] not in scheduled]
+            scheduled.update(ks[p] for p in missing)
             for run in _runs(missing):
                 sub = dataclasses.replace(request, first_sample=request.first_sample + run[0], n=len(run))
                 todo.append((sub, [ks[p] for p in run]))
@@ -174,7 +176,8 @@ class CachedLM(LM):
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         keys = [_key(self.identity, "score", self.lm.render(r), r.continuation) for r in requests]
         found = self.cache.get_scores(keys)
-        missing = [i for i, k in enumerate(keys) if k not in found]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a repeated pair is scored once
+        missing = [i for i, k in enumerate(keys) if k not in found and first[k] == i]
         if missing:
             scores = self.lm.loglikelihood([requests[i] for i in missing])
             fresh = [(keys[i], s) for i, s in zip(missing, scores)]

@@ -61,25 +61,25 @@ class CompletionsLM(LM):
         return [len(self._tokenize(t)) for t in texts]
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
-        jobs = [(r, i) for r in requests for i in r.sample_indices]
-        rendered = {id(r): (self._apply_template(r.messages) if r.messages is not None else r.prompt) for r in requests}
+        jobs = [(k, i) for k, r in enumerate(requests) for i in r.sample_indices]  # (request position, sample)
+        rendered = [self._apply_template(r.messages) if r.messages is not None else r.prompt for r in requests]
         bar = tqdm(total=len(jobs), desc=f"generating ({self.backend})", unit="sample",
                    disable=not self.progress or None, leave=False)
         tokens, start = 0, time.perf_counter()
 
-        def one(job: tuple[GenerationRequest, int]) -> Generation:
-            request, index = job
-            return self._one_sample(request, rendered[id(request)], index)
+        def one(job: tuple[int, int]) -> Generation:
+            k, index = job
+            return self._one_sample(requests[k], rendered[k], index)
 
-        out: dict[int, list[Generation]] = {id(r): [] for r in requests}
+        out: list[list[Generation]] = [[] for _ in requests]
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            for (request, _), generation in zip(jobs, pool.map(one, jobs)):
-                out[id(request)].append(generation)
+            for (k, _), generation in zip(jobs, pool.map(one, jobs)):
+                out[k].append(generation)
                 tokens += generation.completion_tokens
                 bar.update(1)
                 bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.1f}")
         bar.close()
-        return [out[id(r)] for r in requests]
+        return out
 
     def _one_sample(self, request: GenerationRequest, rendered: str | None, index: int) -> Generation:
         payload = {"max_tokens": request.max_tokens, "temperature": float(request.temperature),
