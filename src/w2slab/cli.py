@@ -77,18 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a weak-to-strong experiment and print the table")
-    run.add_argument("--task", default=d.task)
+    run.add_argument("--task", default=d.task, help="task name (`w2slab tasks list`)")
     run.add_argument("--weak", type=_names, default=d.weak, help="weak model(s), comma-separated")
     run.add_argument("--strong", type=_names, default=d.strong, help="strong model(s), comma-separated")
     run.add_argument("--loss", dest="losses", type=_names, default=d.losses, help="losses, comma-separated")
     run.add_argument("--seeds", type=_positive_int, default=d.seeds, help="number of seeds")
     run.add_argument("--n-examples", type=_positive_int, default=d.n_examples, help="task items to sample")
-    run.add_argument("--split-seed", type=int, default=d.split_seed)
+    run.add_argument("--split-seed", type=int, default=d.split_seed, help="seed of the subsample and the split (>= 0)")
     run.add_argument("--head", default=d.head, help="student head")
     run.add_argument("--weak-head", default=d.weak_head, help="weak model's head")
-    run.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    run.add_argument("--epochs", type=_positive_int, default=d.epochs, help="epochs of the probe heads")
     run.add_argument("--layer", type=int, default=d.layer, help="hidden_states index (-1 = last layer)")
-    run.add_argument("--pooling", default=d.pooling, choices=("mean", "last", "first"))
+    run.add_argument("--pooling", default=d.pooling, choices=("mean", "last", "first"),
+                     help="how token states become one feature vector")
     run.add_argument("--max-length", type=_positive_int, default=d.max_length, help="tokens per text")
     run.add_argument("--student-mode", default=d.student_mode, choices=("probe", "finetune", "lora"),
                      help="students: a head on frozen features, full fine-tuning, or LoRA adapters")
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ft-grad-accum", type=_positive_int, default=d.ft_grad_accum,
                      help="micro-batches per fine-tuning step (must divide the batch size)")
     run.add_argument("--ft-lr", type=float, default=d.ft_lr, help="fine-tuning learning rate (0: 3e-5 full, 3e-4 LoRA)")
-    run.add_argument("--lora-rank", type=_positive_int, default=d.lora_rank)
+    run.add_argument("--lora-rank", type=_positive_int, default=d.lora_rank, help="LoRA rank (--student-mode lora)")
     _add_dirs(run, data=True, results=True)
     run.add_argument("--no-reuse", action="store_true", help="recompute weak/student stages (features stay cached)")
 
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="action", required=True, parser_class=_Parser)
     _add_dirs(models_sub.add_parser("list", help="name, size, installed or not, licence"))
     install = models_sub.add_parser("install", help="materialise zoo models into the cache")
-    install.add_argument("names", nargs="+")
+    install.add_argument("names", nargs="+", help="zoo model names (`w2slab models list`)")
     _add_dirs(install)
 
     tasks = sub.add_parser("tasks", help="the task registry")
@@ -114,10 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--names-only", action="store_true", help="do not load the tasks")
     _add_dirs(listing, data=True, cache=False)
     show = tasks_sub.add_parser("show", help="a task's template and two converted examples")
-    show.add_argument("name")
+    show.add_argument("name", help="task name")
     _add_dirs(show, data=True, cache=False)
     add = tasks_sub.add_parser("add", help="declare a CSV or JSONL file as a task")
-    add.add_argument("name")
+    add.add_argument("name", help="the new task's name (letters, digits, '.', '_', '-')")
     add.add_argument("--file", required=True, help=".csv or .jsonl")
     for column in ("text", "text-b", "label", "question", "candidates", "answer", "id", "group"):
         add.add_argument(f"--{column}", help=f"name of the {column.replace('-', ' ')} column")
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dirs(report, cache=False, results=True)
 
     results = sub.add_parser("results", help="list, filter and export stored summaries, runs or failures")
-    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures"))
+    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures"),
+                         help="PGR summaries, single runs, or failed runs")
     results.add_argument("--experiment", help="only this experiment id or sweep name")
     results.add_argument("--task", help="only this task")
     results.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
@@ -147,11 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="grids of runs declared in a TOML file")
     sweep_sub = sweep.add_subparsers(dest="action", required=True, parser_class=_Parser)
     plan = sweep_sub.add_parser("plan", help="print the expanded runs and which are already cached")
-    plan.add_argument("file")
+    plan.add_argument("file", help="the sweep's TOML file")
     plan.add_argument("--runs", action="store_true", help="one line per run instead of per (task, pair, method)")
     _add_dirs(plan, data=True)
     go = sweep_sub.add_parser("run", help="compute every missing run and store all rows")
-    go.add_argument("file")
+    go.add_argument("file", help="the sweep's TOML file")
     go.add_argument("--executor", default="local", help="local (process pool), ray or serial")
     go.add_argument("--processes", type=_positive_int, help="worker processes (default: cores)")
     go.add_argument("--threads", type=_positive_int, help="torch threads per worker (default: cores / processes)")
@@ -159,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     go.add_argument("--no-progress", action="store_true", help="no live progress line")
     _add_dirs(go, data=True, results=True)
     status = sweep_sub.add_parser("status", help="runs done, failed (with errors) and left")
-    status.add_argument("file")
+    status.add_argument("file", help="the sweep's TOML file")
     _add_dirs(status, data=True, results=True)
 
     study = sub.add_parser("study", help="run a sweep and write its study page (tables, medians, paired tests)")
