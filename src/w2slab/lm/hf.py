@@ -123,8 +123,7 @@ class HFLM(LM):
         eos = _eos_ids(model, tokenizer)
         ids = torch.tensor([prompt_ids] * rows)  # (rows, prompt_len)
         new: list[list[int]] = [[] for _ in range(rows)]
-        done = [False] * rows
-        stopped = [False] * rows
+        done = [False] * rows  # ended by EOS or a stop string
         past = None
         cache_arg = _cache_arg(model)
         with torch.inference_mode():
@@ -141,17 +140,15 @@ class HFLM(LM):
                         continue
                     new[r].append(token)
                     if request.stop:
-                        text, hit = truncate_at_stop(tokenizer.decode(new[r], skip_special_tokens=True), request.stop)
-                        done[r] = stopped[r] = hit
+                        done[r] = truncate_at_stop(tokenizer.decode(new[r], skip_special_tokens=True), request.stop)[1]
                 if all(done):
                     break
                 ids = torch.tensor(next_ids).unsqueeze(1)  # (rows, 1)
         samples = []
         for r in range(rows):
             text, hit = truncate_at_stop(tokenizer.decode(new[r], skip_special_tokens=True), request.stop)
-            reason = "stop" if (hit or (done[r] and not stopped[r]) or stopped[r]) else "length"
             samples.append(Generation(text=text, prompt_tokens=len(prompt_ids), completion_tokens=len(new[r]),
-                                      finish_reason=reason))
+                                      finish_reason="stop" if hit or done[r] else "length"))
         return samples * request.n if request.greedy else samples
 
     @staticmethod
