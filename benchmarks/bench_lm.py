@@ -136,12 +136,13 @@ def logprob_agreement(data_dir: str) -> dict:
         words = t.split()
         cut = len(words) // 2
         requests.append(ScoreRequest(prompt=" ".join(words[:cut]), continuation=" " + " ".join(words[cut: cut + 3])))
-    fast, t_fast = _timed(load_lm("smollm2", backend="llamacpp", cache=False).loglikelihood, requests)
+    llama = load_lm("smollm2", backend="llamacpp", cache=False)
+    fast, t_fast = _timed(llama.loglikelihood, requests)
     exact, t_exact = _timed(load_lm("smollm2", backend="transformers", cache=False).loglikelihood, requests)
     a, b = [s.logprob for s in fast], [s.logprob for s in exact]
     both = [(x, y) for x, y, s in zip(a, b, fast) if s.exact]
     rho = spearmanr(a, b).statistic
-    return {"pairs": len(requests), "spearman_all": round(float(rho), 4),
+    return {"pairs": len(requests), "top_k": llama.score_top_k, "spearman_all": round(float(rho), 4),
             "spearman_exact_only": round(float(spearmanr(*zip(*both)).statistic), 4), "llamacpp_exact": len(both),
             "mean_abs_diff_nats": round(sum(abs(x - y) for x, y in both) / len(both), 3),
             "llamacpp_s": round(t_fast, 1), "transformers_s": round(t_exact, 1)}
@@ -226,7 +227,7 @@ def main() -> None:
     sections = set(args.sections.split(","))
     previous = OUT / "lm.json"
     result = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("cache", "logprob_agreement",
-              "throughput", "training")} if previous.is_file() else {}
+              "throughput", "training", "notes")} if previous.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
         if "cache" in sections:
             result["cache"] = cache_numbers(Path(tmp))
@@ -269,7 +270,8 @@ def write_markdown(result: dict) -> None:
     a = result["logprob_agreement"]
     lines += ["", "## Log-prob agreement, SmolLM2: llama.cpp (Q4_1) vs transformers (dequantised fp32)", "",
               f"{a['pairs']} SST-2 (first half of a sentence, next 3 words) pairs: Spearman ρ = {a['spearman_all']} "
-              f"over all; {a['llamacpp_exact']} of {a['pairs']} llama.cpp scores exact (every token in the top 20), "
+              f"over all; {a['llamacpp_exact']} of {a['pairs']} llama.cpp scores exact (every token in the top "
+              f"{a.get('top_k', 20)}), "
               f"ρ = {a['spearman_exact_only']} on those, mean |difference| {a['mean_abs_diff_nats']} nats. "
               f"Time: llama.cpp {a['llamacpp_s']} s (teacher-forced, one call per token), transformers {a['transformers_s']} s."]
     if "training" in result:
@@ -278,6 +280,9 @@ def write_markdown(result: dict) -> None:
         for r in result["training"]["throughput"]:
             lines.append(f"| {r['model']} | {r['kind']} | {r['examples']} | {r['examples_per_s']} | {r['peak_rss_mb']} | "
                          f"{r['seconds']} | {r['first_loss']:.3f} → {r['last_loss']:.3f} |")
+        lines += ["", "Peak RSS is the training process's own high-water mark (VmHWM). TRL drops pairs whose prompt alone "
+                  "exceeds 128 tokens."]
+        lines += [f"Note: {note}" for note in result.get("notes", [])]
         d = result["training"].get("dpo_margin")
         if d is None:
             lines += ["", "DPO margin run on 200 pairs: not finished in this run."]

@@ -5,7 +5,8 @@ in-process (xllamacpp) and one over HTTP. A subclass supplies the transport (``_
 Log-likelihoods: a server that echoes prompt log-probs (vLLM, SGLang: ``echo=True``) gives them in one call;
 llama.cpp does not, so the continuation is teacher-forced: one call per continuation token asks for the top-k
 next-token log-probs after context + the tokens before it (the server's prompt cache makes each call cost one
-token). A token outside the top k makes the score inexact (``Score.exact = False``), never silently wrong.
+token; k = 100 in-process, 20 over HTTP, where servers cap it). A token outside the top k makes the score
+inexact (``Score.exact = False``), never silently wrong.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from .base import LM, Generation, GenerationRequest, Score, ScoreRequest, trunca
 
 log = logging.getLogger(__name__)
 
-TOP_K_LOGPROBS = 20  # how many next-token log-probs a teacher-forced step asks for
 
 
 class LMServerError(W2SError, RuntimeError):
@@ -33,6 +33,7 @@ class CompletionsLM(LM):
 
     concurrency: int = 4
     progress: bool = False
+    score_top_k: int = 20  # next-token log-probs per teacher-forced step (OpenAI-style servers cap it near 20)
 
     # --- transport (subclasses) -------------------------------------------------------------------------
     def _complete(self, payload: dict) -> dict:
@@ -140,7 +141,7 @@ class CompletionsLM(LM):
     def _next_token_logprobs(self, prefix: list[int]) -> dict[int, float]:
         """{token id: log-prob} of the top-k next tokens after ``prefix`` (token ids)."""
         answer = self._complete({"prompt": prefix, "max_tokens": 1, "temperature": 0.0,
-                                 "logprobs": TOP_K_LOGPROBS, **self._sampling_extras()})
+                                 "logprobs": self.score_top_k, **self._sampling_extras()})
         content = _field(answer, "choices", 0, "logprobs", "content")
         if not content or "top_logprobs" not in content[0]:
             raise LMServerError(f"{self.backend}: the server returned no token log-probs (needed for scoring)")

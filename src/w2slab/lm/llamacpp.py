@@ -61,6 +61,7 @@ class LlamaCppLM(CompletionsLM):
 
     backend = "llamacpp"
     deterministic = True  # per-request seeds; see docs/lm.md for the batching caveat
+    score_top_k = 100  # in-process there is no server cap on returned log-probs
 
     def __init__(self, *, model: str, context: int = 2048, parallel: int = 4, threads: int = 2,
                  cache: str | Path | None = None, progress: bool = False) -> None:
