@@ -344,7 +344,7 @@ def cmd_results(args) -> None:
         where[column.strip()] = value.split(",") if "," in value else value
     store = ResultsStore(results_dir(args.results_dir) / "results.sqlite")
     if args.experiment:
-        known = sorted({r["experiment"] for r in store.query(args.table)} | {r["experiment"] for r in store.query("runs")})
+        known = store.experiments()
         if args.experiment not in known:
             raise ConfigError(f"--experiment {args.experiment!r} is not in {store.path} "
                               f"(known: {', '.join(known[-8:]) or 'none'})")

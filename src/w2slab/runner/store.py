@@ -92,6 +92,14 @@ class ResultsStore:
         return [{k: json.loads(r[k]) if k in _JSON_FIELDS and r[k] is not None else r[k] for k in r.keys()}
                 for r in rows]
 
+    def experiments(self) -> list[str]:
+        """Every experiment id or sweep name with stored rows (runs, summaries or failures), sorted."""
+        if not self.path.is_file():
+            return []
+        with closing(self._connect()) as conn:
+            rows = conn.execute(" UNION ".join(f"SELECT DISTINCT experiment FROM {t}" for t in COLUMNS)).fetchall()
+        return sorted(r[0] for r in rows)
+
     def dataframe(self, table: str = "summaries", **where: object):
         """``query`` as a pandas DataFrame; JSON fields stay nested (dicts) in their columns."""
         import pandas as pd
