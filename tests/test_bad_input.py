@@ -99,6 +99,7 @@ CASES = [
     (["generate", "--model", "smollm2", "--prompts", "missing.jsonl"], "missing.jsonl"),
     (["generate", "--model", "smollm2", "--prompts", "ok.csv", "--top-p", "2"], "--top-p"),
     (["score", "--model", "smollm2", "--pairs", "a_dir"], "is a directory"),
+    (["score", "--model", "smollm2", "--pairs", "latin1.csv"], "line 3: not UTF-8"),
     (["serve", "--model", "smollm2", "--port", "70000"], "--port"),
 ]
 

@@ -506,30 +506,10 @@ def cmd_generate(args) -> None:
 
 def cmd_score(args) -> None:
     """`w2slab score`: log P(continuation | context) per line as JSONL."""
-    import json
-    from pathlib import Path
-
-    from .errors import DataError
-    from .lm import ScoreRequest
+    from .lm import read_score_pairs
 
     _check_lm_args(args)
-    path = Path(args.pairs)
-    if not path.is_file():
-        raise DataError(f"pairs file {args.pairs!r} {'is a directory' if path.is_dir() else 'does not exist'}")
-    rows, requests = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="strict").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            context = {"messages": tuple(row["messages"])} if "messages" in row else {"prompt": row["prompt"]}
-            requests.append(ScoreRequest(continuation=row["continuation"], **context))
-        except (ValueError, KeyError, TypeError) as err:
-            raise DataError(f"pairs file {args.pairs}, line {number}: needs \"prompt\" or \"messages\" and "
-                            f"\"continuation\" ({err})") from None
-        rows.append(row)
-    if not rows:
-        raise DataError(f"pairs file {args.pairs} holds no pair")
+    rows, requests = read_score_pairs(args.pairs)
     _check_out(args.out)
     with _lm_from_args(args) as lm:
         scores = lm.loglikelihood(requests)

@@ -52,31 +52,58 @@ def load_lm(model: str | None, *, backend: str = "llamacpp", base_url: str | Non
     return lm if cache is False else CachedLM(lm, cache=root)
 
 
-def read_prompts(path: str | Path) -> list[dict]:
-    """Prompts from a JSONL file: one object per line with "prompt" (text) or "messages" (chat), optional "id".
-
-    Returns the objects; raises DataError naming the line for anything else (an empty file included)."""
+def _jsonl_objects(path: str | Path, what: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a UTF-8 JSONL file; DataError naming the line otherwise,
+    and for a file without any object."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"prompts file {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}")
-    rows = []
+        raise DataError(f"{what} file {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
-        raise DataError(f"prompts file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataError(f"{what} file {path}, line {line}: not UTF-8 text (byte {err.start})") from None
+    out = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError:
-            raise DataError(f"prompts file {path}, line {number}: not a JSON object") from None
-        if not isinstance(row, dict) or ("prompt" in row) == ("messages" in row):
+            row = None
+        if not isinstance(row, dict):
+            raise DataError(f"{what} file {path}, line {number}: not a JSON object")
+        out.append((number, row))
+    if not out:
+        raise DataError(f"{what} file {path} holds no {what.rstrip('s')}")
+    return out
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """Prompts from a JSONL file: one object per line with "prompt" (text) or "messages" (chat), optional "id".
+
+    Returns the objects; raises DataError naming the line for anything else (an empty file included)."""
+    rows = []
+    for number, row in _jsonl_objects(path, "prompts"):
+        if ("prompt" in row) == ("messages" in row):
             raise DataError(f"prompts file {path}, line {number}: needs exactly one of \"prompt\" or \"messages\"")
         rows.append(row)
-    if not rows:
-        raise DataError(f"prompts file {path} holds no prompt")
     return rows
+
+
+def read_score_pairs(path: str | Path) -> tuple[list[dict], list[ScoreRequest]]:
+    """(rows, ScoreRequests) from a JSONL file: one {"prompt" or "messages", "continuation"} per line, other
+    fields kept in the rows; DataError naming the line for anything else."""
+    rows, requests = [], []
+    for number, row in _jsonl_objects(path, "pairs"):
+        try:
+            context = {"messages": tuple(row["messages"])} if "messages" in row else {"prompt": row["prompt"]}
+            requests.append(ScoreRequest(continuation=row["continuation"], **context))
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataError(f"pairs file {path}, line {number}: needs \"prompt\" or \"messages\" and "
+                            f"\"continuation\" ({err})") from None
+        rows.append(row)
+    return rows, requests
 
 
 def requests_from_rows(rows: list[dict], **sampling) -> list[GenerationRequest]:
@@ -112,4 +139,4 @@ def score(model: str | None, pairs: list[tuple[str, str]], *, backend: str = "ll
 
 
 __all__ = ["BACKENDS", "CachedLM", "Generation", "GenerationCache", "GenerationRequest", "LM", "Score",
-           "ScoreRequest", "generate", "load_lm", "read_prompts", "requests_from_rows", "score"]
+           "ScoreRequest", "generate", "load_lm", "read_prompts", "read_score_pairs", "requests_from_rows", "score"]
