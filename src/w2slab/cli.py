@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dirs(report, cache=False, results=True)
 
     results = sub.add_parser("results", help="list, filter and export stored summaries, runs or failures")
-    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures"),
+    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures", "judgements"),
                          help="PGR summaries, single runs, or failed runs")
     results.add_argument("--experiment", help="only this experiment id or sweep name")
     results.add_argument("--task", help="only this task")
@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only this stage (repeatable), e.g. run, student; 'generations' for the LM cache")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     _add_dirs(gc)
+    from .cli_feedback import add_commands
+
+    add_commands(sub, positive_int=_positive_int, non_negative_int=_non_negative_int, unit_interval=_unit_interval,
+                 port=_port, add_dirs=_add_dirs)
     return parser
 
 
@@ -546,6 +550,20 @@ def cmd_serve(args) -> None:
         pass
 
 
+def cmd_critiques(args) -> None:
+    """`w2slab critiques bugs|run`."""
+    from .cli_feedback import cmd_critiques as run
+
+    run(args)
+
+
+def cmd_judge(args) -> None:
+    """`w2slab judge serve`."""
+    from .cli_feedback import cmd_judge as run
+
+    run(args)
+
+
 def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
     from .report.table import format_rows
 
@@ -560,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "report": cmd_report,
                "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache, "generate": cmd_generate,
-               "score": cmd_score, "serve": cmd_serve, "study": cmd_study}[args.command]
+               "score": cmd_score, "serve": cmd_serve, "study": cmd_study, "critiques": cmd_critiques,
+               "judge": cmd_judge}[args.command]
     try:
         _check_places(args)
         status = handler(args) or 0

@@ -106,14 +106,32 @@ class CompletionsLM(LM):
         return {}
 
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(self._score_one, requests))
+        # requests that share a context (a judge's "Yes" and "No") are scored by one thread that shares the
+        # next-token calls: one prompt evaluation per distinct prefix, not one per request
+        contexts = [self._context(r) for r in requests]
+        groups: dict[str, list[int]] = {}
+        for i, context in enumerate(contexts):
+            groups.setdefault(context, []).append(i)
 
-    def _score_one(self, request: ScoreRequest) -> Score:
+        def score_group(indices: list[int]) -> list[tuple[int, Score]]:
+            memo: dict[tuple[int, ...], dict[int, float]] = {}
+            return [(i, self._score_one(requests[i], contexts[i], memo)) for i in indices]
+
+        out: list[Score | None] = [None] * len(requests)
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            for scored in pool.map(score_group, groups.values()):
+                for i, score in scored:
+                    out[i] = score
+        return out
+
+    def _context(self, request: ScoreRequest) -> str:
         context = request.prompt if request.messages is None else self._apply_template(request.messages)
         if context is None:
             raise ConfigError(f"{self.backend}: this server cannot render chat messages for scoring; "
                               "pass the rendered prompt text instead")
+        return context
+
+    def _score_one(self, request: ScoreRequest, context: str, memo: dict) -> Score:
         whole = self._tokenize(context + request.continuation)
         n_context = len(self._tokenize(context))
         continuation = whole[n_context:]
@@ -125,7 +143,10 @@ class CompletionsLM(LM):
             return Score(logprob=float(sum(values)), n_tokens=len(values), greedy=False, exact=True)
         total, greedy, exact = 0.0, True, True
         for i, token in enumerate(continuation):
-            top = self._next_token_logprobs(whole[: n_context + i])
+            prefix = tuple(whole[: n_context + i])
+            if prefix not in memo:
+                memo[prefix] = self._next_token_logprobs(list(prefix))
+            top = memo[prefix]
             if token in top:
                 total += top[token]
                 greedy = greedy and top[token] >= max(top.values())

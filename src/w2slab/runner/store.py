@@ -1,5 +1,6 @@
-"""The results store: one SQLite file (WAL mode) with a row per run, a row per PGR summary and a row per
-failed sweep run.
+"""The results store: one SQLite file (WAL mode) with a row per run, a row per PGR summary, a row per
+failed sweep run, and a row per judgement (a model's or a person's verdict on one item, e.g. "is this code
+buggy?", with or without an AI critique).
 
 Rows are keyed by content hashes, so re-running an experiment replaces its rows instead of duplicating
 them, and two processes may write at once (WAL + busy timeout; each write is one transaction).
@@ -34,6 +35,13 @@ CREATE TABLE IF NOT EXISTS failures (
     weak TEXT NOT NULL, strong TEXT NOT NULL, loss TEXT NOT NULL, seed INTEGER NOT NULL, stage TEXT NOT NULL,
     error TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS judgements (
+    judgement_key TEXT PRIMARY KEY, experiment TEXT NOT NULL, created_at TEXT NOT NULL, item_id TEXT NOT NULL,
+    problem_id TEXT NOT NULL, judge TEXT NOT NULL, judge_kind TEXT NOT NULL CHECK (judge_kind IN ('model', 'human')),
+    condition TEXT NOT NULL, critic TEXT NOT NULL, seed INTEGER NOT NULL, buggy INTEGER NOT NULL, p_buggy REAL,
+    decision INTEGER NOT NULL, seconds REAL, meta TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS judgements_by_experiment ON judgements (experiment);
 CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs (experiment);
 CREATE INDEX IF NOT EXISTS summaries_by_experiment ON summaries (experiment);
 """
@@ -43,8 +51,12 @@ RUN_COLUMNS = ("run_key", "experiment", "created_at", "task", "weak", "strong", 
 SUMMARY_COLUMNS = ("summary_key", "experiment", "created_at", "task", "weak", "strong", "loss", "strong_to_strong",
                    "floor", "transfer", "ceiling", "pgr", "pgr_low", "pgr_high", "defined", "reason", "result")
 FAILURE_COLUMNS = ("run_key", "experiment", "created_at", "task", "weak", "strong", "loss", "seed", "stage", "error")
-COLUMNS = {"runs": RUN_COLUMNS, "summaries": SUMMARY_COLUMNS, "failures": FAILURE_COLUMNS}
-_JSON_FIELDS = {"metrics", "config", "timings", "provenance", "result"}
+# condition: 'alone' or 'critique' (critic names the critic); decision: 1 = judged buggy; seconds: time to judge
+JUDGEMENT_COLUMNS = ("judgement_key", "experiment", "created_at", "item_id", "problem_id", "judge", "judge_kind",
+                     "condition", "critic", "seed", "buggy", "p_buggy", "decision", "seconds", "meta")
+COLUMNS = {"runs": RUN_COLUMNS, "summaries": SUMMARY_COLUMNS, "failures": FAILURE_COLUMNS,
+           "judgements": JUDGEMENT_COLUMNS}
+_JSON_FIELDS = {"metrics", "config", "timings", "provenance", "result", "meta"}
 
 
 class ResultsStore:
@@ -59,17 +71,19 @@ class ResultsStore:
         return conn
 
     def write(self, runs: list[dict], summaries: list[dict], *, failures: list[dict] = (),
-              resolved: list[str] = ()) -> None:
-        """Insert (or replace, by key) runs, summaries and failures, and delete the failures of ``resolved``
-        run keys, in one transaction: all of it lands or none."""
+              resolved: list[str] = (), judgements: list[dict] = ()) -> None:
+        """Insert (or replace, by key) runs, summaries, failures and judgements, and delete the failures of
+        ``resolved`` run keys, in one transaction: all of it lands or none."""
         with closing(self._connect()) as conn, conn:
+            conn.executemany(_insert("judgements", JUDGEMENT_COLUMNS),
+                             [_row(j, JUDGEMENT_COLUMNS) for j in judgements])
             conn.executemany(_insert("runs", RUN_COLUMNS), [_row(r, RUN_COLUMNS) for r in runs])
             conn.executemany(_insert("summaries", SUMMARY_COLUMNS), [_row(s, SUMMARY_COLUMNS) for s in summaries])
             conn.executemany(_insert("failures", FAILURE_COLUMNS), [_row(f, FAILURE_COLUMNS) for f in failures])
             conn.executemany("DELETE FROM failures WHERE run_key = ?", [(k,) for k in resolved])
 
     def query(self, table: str, **where: object) -> list[dict]:
-        """Rows of ``table`` ('runs', 'summaries' or 'failures') matching column = value filters (a list or
+        """Rows of ``table`` ('runs', 'summaries', 'failures' or 'judgements') matching column = value filters (a list or
         tuple value matches any of its items), JSON fields decoded."""
         columns = COLUMNS.get(table)
         if columns is None:
@@ -91,6 +105,11 @@ class ResultsStore:
                                 "ORDER BY created_at, rowid", values).fetchall()
         return [{k: json.loads(r[k]) if k in _JSON_FIELDS and r[k] is not None else r[k] for k in r.keys()}
                 for r in rows]
+
+    def connect(self) -> sqlite3.Connection:
+        """A connection to the store's file with every table created (for modules that keep their own tables
+        beside the results, e.g. the human-judging page). Close it after use."""
+        return self._connect()
 
     def experiments(self) -> list[str]:
         """Every experiment id or sweep name with stored rows (runs, summaries or failures), sorted."""

@@ -1,0 +1,172 @@
+"""The feedback half's subcommands (`w2slab critiques ...`, `w2slab judge serve`): thin shells over
+:mod:`w2slab.feedback` and :mod:`w2slab.judging`, registered by :func:`add_commands`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _list(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(t) for t in _list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
+    return seeds
+
+
+def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, add_dirs) -> None:
+    critiques = sub.add_parser("critiques", help="verified bugs, AI critiques and judges with and without them")
+    csub = critiques.add_subparsers(dest="action", required=True)
+    bugs = csub.add_parser("bugs", help="insert bugs into reference solutions, keep those the tests catch")
+    bugs.add_argument("--source", action="append", required=True,
+                      help="mbpp, humaneval or a JSONL file of problems (repeatable)")
+    bugs.add_argument("--limit", type=positive_int, help="the first N problems of each source")
+    bugs.add_argument("--per-kind", type=non_negative_int, default=1, help="mutants tried per kind and problem")
+    bugs.add_argument("--kinds", type=_list, help="comma-separated mutation kinds (default: all)")
+    bugs.add_argument("--tamper-model", help="an LM that writes subtle bugs too (zoo decoder or .gguf)")
+    bugs.add_argument("--seed", type=non_negative_int, default=0, help="which mutation sites are drawn")
+    bugs.add_argument("--out", help="write the kept programs as JSONL here (atomically)")
+    add_dirs(bugs, data=True)
+
+    run = csub.add_parser("run", help="critics critique, judges judge with and without critiques; rows to the store")
+    run.add_argument("config", nargs="?", help="TOML file of CritiquesConfig fields (flags below override it)")
+    run.add_argument("--experiment", help="name of the rows in the store and of the output folder")
+    run.add_argument("--source", action="append", dest="sources", help="mbpp, humaneval or a JSONL file (repeatable)")
+    run.add_argument("--limit", type=positive_int, help="the first N problems of each source")
+    run.add_argument("--n-problems", type=positive_int, help="judged problems (each: one correct, one buggy program)")
+    run.add_argument("--critics", type=_list, help="comma-separated critic models")
+    run.add_argument("--judges", type=_list, help="comma-separated judge models")
+    run.add_argument("--seeds", type=_seeds, help="critique sampling seeds, e.g. 0,1,2")
+    run.add_argument("--max-tokens", type=positive_int, help="critique length cap in tokens")
+    run.add_argument("--tamper-model", help="an LM that writes subtle bugs (adds kind lm_tamper)")
+    run.add_argument("--tamper-problems", type=non_negative_int, help="problems the tamper model tries")
+    run.add_argument("--train-critic", help="a critic model to LoRA-train on problems outside the judged set")
+    run.add_argument("--backend", choices=("llamacpp", "transformers", "openai"), help="LM backend for all models")
+    run.add_argument("--base-url", help="OpenAI-compatible server (--backend openai)")
+    add_dirs(run, data=True, results=True)
+
+    judge = sub.add_parser("judge", help="the local web page where people judge items")
+    jsub = judge.add_subparsers(dest="action", required=True)
+    serve = jsub.add_parser("serve", help="serve the judging page on 127.0.0.1 until interrupted")
+    serve.add_argument("--items", required=True, help="items.jsonl written by `w2slab critiques run`")
+    serve.add_argument("--experiment", required=True, help="experiment name the judgements are stored under")
+    serve.add_argument("--port", type=port, default=8765, help="port on 127.0.0.1")
+    serve.add_argument("--per-session", type=positive_int, default=20, help="items per person")
+    serve.add_argument("--critique-share", type=unit_interval, default=0.5,
+                       help="share of a session's items shown with an AI critique")
+    add_dirs(serve, cache=False, results=True)
+
+
+def cmd_critiques(args) -> None:
+    if args.action == "bugs":
+        return _bugs(args)
+    from .feedback.critiques_run import CritiquesConfig, run_critiques
+
+    overrides = {k: getattr(args, k) for k in ("experiment", "sources", "limit", "n_problems", "critics", "judges",
+                                               "seeds", "max_tokens", "tamper_model", "tamper_problems",
+                                               "train_critic", "backend", "base_url")}
+    if overrides["sources"]:
+        overrides["sources"] = tuple(overrides["sources"])
+    config = (CritiquesConfig.from_toml(args.config, **overrides) if args.config else
+              CritiquesConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    result = run_critiques(config, results_dir=args.results_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                           progress=sys.stderr.isatty())
+    print(format_result(result))
+
+
+def format_result(result: dict) -> str:
+    """The headline table of a critiques run, as text."""
+    from .report.table import format_rows
+
+    rows = []
+    for judge, jr in result["judges"].items():
+        for critic, s in jr["critics"].items():
+            gaps = s["gap_recovered"]
+            rows.append({"judge": judge, "critic": critic, "alone_acc": s["alone"]["accuracy"],
+                         "assisted_acc": s["assisted"]["accuracy"], "catch": s["assisted"]["catch_rate"],
+                         "false_alarm": s["assisted"]["false_alarm"],
+                         "uplift": f"{s['uplift']['mean']:+.3f} [{s['uplift']['ci'][0]:+.3f}, {s['uplift']['ci'][1]:+.3f}]",
+                         "gap_vs_tests": _gap(gaps["tests"]), "gap_vs_critic": _gap(gaps["critic_alone"])})
+    quality = [{"critic": c, **{k: q[k] for k in ("localised", "claims_on_buggy", "hallucinated")}}
+               for c, q in result["quality"].items()]
+    out = [f"{result['n_items']} programs ({result['n_problems']} problems, half buggy), "
+           f"{len(result['config']['seeds'])} critique seeds",
+           format_rows(rows, tuple(rows[0])) if rows else "no judges",
+           "", "critique quality (shares):", format_rows(quality, ("critic", "localised", "claims_on_buggy",
+                                                                   "hallucinated"))]
+    if result.get("training"):
+        t = result["training"]
+        out.append(f"\ncritic training ({t['critic']}, {t['train_examples']} examples from {t['train_problems']} "
+                   f"problems): localised {t['before']['localised']:.3f} -> {t['after']['localised']:.3f}, "
+                   f"hallucinated {t['before']['hallucinated']:.3f} -> {t['after']['hallucinated']:.3f} "
+                   f"on {t['eval_items']} held-out programs")
+    return "\n".join(out)
+
+
+def _gap(gap: dict) -> str:
+    if not gap["defined"]:
+        return "undefined"
+    return f"{gap['pgr']:+.2f} [{gap['pgr_ci'][0]:+.2f}, {gap['pgr_ci'][1]:+.2f}]"
+
+
+def _bugs(args) -> None:
+    import json
+
+    from .feedback.bugs import KINDS, BugSetConfig, build_bug_set
+    from .io import atomic_path
+    from .paths import cache_dir
+    from .runner.cache import StageCache
+    from .tasks.code import load_code_problems
+
+    problems = [p for s in args.source for p in load_code_problems(s, data_dir=args.data_dir, limit=args.limit)]
+    config = BugSetConfig(kinds=args.kinds or KINDS, per_kind=args.per_kind, seed=args.seed)
+    tamper = None
+    if args.tamper_model:
+        from .lm import load_lm
+
+        tamper = load_lm(args.tamper_model, cache=args.cache_dir, progress=sys.stderr.isatty())
+    try:
+        records, report = build_bug_set(problems, config=config, tamper_lm=tamper,
+                                        cache=StageCache(cache_dir(args.cache_dir) / "stages"))
+    finally:
+        if tamper is not None:
+            tamper.close()
+    excluded = ", ".join(f"{k}: {v['count']}" for k, v in report["excluded"].items())
+    print(f"{report['kept_problems']} of {report['problems']} problems usable ({excluded})")
+    for kind in sorted(set(report["candidates"]) | set(report["verified"])):
+        print(f"  {kind:18s} tried {report['candidates'].get(kind, 0):5d}   kept {report['verified'].get(kind, 0):5d}")
+    if report.get("tamper"):
+        print(f"  tampering: {report['tamper']}")
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+        print(f"{len(records)} programs written to {args.out}")
+
+
+def cmd_judge(args) -> None:
+    from .judging import JudgingApp, JudgingServer, read_items
+    from .paths import results_dir
+    from .runner.store import ResultsStore
+
+    items = read_items(args.items)
+    store = ResultsStore(results_dir(args.results_dir) / "results.sqlite")
+    app = JudgingApp(items, store, experiment=args.experiment, per_session=args.per_session,
+                     critique_share=args.critique_share)
+    server = JudgingServer(app, port=args.port)
+    print(f"judging page at {server.url}/ ({len(items)} items; judgements go to {store.path}; Ctrl-C to stop)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

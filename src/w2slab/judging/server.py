@@ -1,0 +1,298 @@
+"""A local web page where a person judges items one at a time, and the verdicts land in the results store next to
+the model judges' rows (table ``judgements``, ``judge_kind`` = 'human').
+
+Items come from a JSONL file written by ``w2slab critiques run`` (``items.jsonl``: item_id, problem_id,
+description, code, buggy, critiques {critic: text}). A session draws ``per_session`` items in random order and
+gives exactly half of them (rounded down) an AI critique, at random; the page shows neither the condition's
+name, the critic, nor anything about the item's label. Each shown item has a one-time id: a submission with a
+missing or unknown id is refused (400 / 404), a second submission of the same id is refused (409) and writes
+nothing, so a judgement is recorded once even when a form is sent twice. Time to judge is measured by the
+server (first time the item was served → verdict) and by the page (shown as a running timer).
+
+Standard library only (``http.server``): it listens on 127.0.0.1 by default and is meant for a lab machine, not
+the internet.
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+import secrets
+import threading
+import time
+import urllib.parse
+from contextlib import closing
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+from ..checks import check_safe_name
+from ..errors import ConfigError, DataError
+from ..runner.store import ResultsStore
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS judge_assignments (
+    token TEXT PRIMARY KEY, session TEXT NOT NULL, experiment TEXT NOT NULL, judge TEXT NOT NULL,
+    position INTEGER NOT NULL, item_id TEXT NOT NULL, critic TEXT NOT NULL, served_at REAL, answered INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS judge_assignments_by_session ON judge_assignments (session, position);
+"""
+_ITEM_KEYS = {"item_id", "problem_id", "description", "code", "buggy", "critiques"}
+
+
+def read_items(path: str | Path) -> list[dict]:
+    """The items a person can judge: one JSON object per line with item_id, problem_id, description, code,
+    buggy (bool) and critiques ({critic name: critique text}, may be empty)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"items file {str(path)!r} does not exist (write one with `w2slab critiques run`)")
+    items = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                missing = _ITEM_KEYS - set(row) if isinstance(row, dict) else _ITEM_KEYS
+                if missing:
+                    raise DataError(f"{path}, line {number}: missing field(s) {', '.join(sorted(missing))}")
+                items.append(row)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+    if not items:
+        raise DataError(f"{path}: no items to judge")
+    return items
+
+
+class JudgingApp:
+    """The page's state: items by id, the store it writes to, and how sessions are drawn.
+
+    per_session: items per person; critique_share: share of them shown with a critique; seed: None draws sessions
+    with the OS's randomness (real use), an int makes them reproducible (tests)."""
+
+    def __init__(self, items: list[dict], store: ResultsStore, *, experiment: str, per_session: int = 20,
+                 critique_share: float = 0.5, seed: int | None = None) -> None:
+        check_safe_name(experiment, "experiment")
+        if not isinstance(per_session, int) or per_session < 1:
+            raise ConfigError(f"per_session must be an integer >= 1, got {per_session!r}")
+        if not 0 <= critique_share <= 1:
+            raise ConfigError(f"critique_share must be in [0, 1], got {critique_share!r}")
+        self.items = {item["item_id"]: item for item in items}
+        self.store, self.experiment = store, experiment
+        self.per_session, self.critique_share = min(per_session, len(items)), critique_share
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+        self._lock = threading.Lock()
+        with closing(store.connect()) as conn, conn:
+            conn.executescript(_SCHEMA)
+
+    def start_session(self, judge: str) -> str:
+        """Draw a session for ``judge`` (a safe name) and return its id."""
+        check_safe_name(judge, "judge name")
+        session = secrets.token_urlsafe(9)
+        with self._lock:  # a seeded generator is shared by sessions
+            rng = self._rng if self._rng is not None else np.random.default_rng(secrets.randbits(64))
+            ids = sorted(self.items)
+            chosen = [ids[i] for i in rng.permutation(len(ids))[: self.per_session]]
+            with_critique = set(rng.permutation(len(chosen))[: int(self.per_session * self.critique_share)].tolist())
+            rows = []
+            for position, item_id in enumerate(chosen):
+                critics = sorted(self.items[item_id]["critiques"] or {})
+                critic = critics[int(rng.integers(len(critics)))] if critics and position in with_critique else ""
+                rows.append((secrets.token_urlsafe(12), session, self.experiment, judge, position, item_id, critic))
+        with closing(self.store.connect()) as conn, conn:
+            conn.executemany("INSERT INTO judge_assignments (token, session, experiment, judge, position, item_id, "
+                             "critic, served_at, answered) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0)", rows)
+        return session
+
+    def next_item(self, session: str) -> tuple[dict | None, dict]:
+        """(the next unanswered assignment with its item, progress {done, total}); marks it served."""
+        with closing(self.store.connect()) as conn, conn:
+            rows = conn.execute("SELECT token, item_id, critic, served_at, answered FROM judge_assignments "
+                                "WHERE session = ? ORDER BY position", (session,)).fetchall()
+            if not rows:
+                raise KeyError(session)
+            progress = {"done": sum(r[4] for r in rows), "total": len(rows)}
+            pending = [r for r in rows if not r[4]]
+            if not pending:
+                return None, progress
+            token, item_id, critic, served_at, _ = pending[0]
+            if served_at is None:
+                conn.execute("UPDATE judge_assignments SET served_at = ? WHERE token = ?", (time.time(), token))
+        item = self.items[item_id]
+        return {"token": token, "item": item, "critique": item["critiques"].get(critic) if critic else None}, progress
+
+    def record(self, token: str | None, decision: str | None, client_ms: str | None = None) -> tuple[int, str, str | None]:
+        """Store one verdict: (HTTP status, message, session to continue). 'yes' = the code has a bug."""
+        if not token:
+            return 400, "missing item id", None
+        if decision not in ("yes", "no"):
+            return 400, "decision must be yes or no", None
+        with closing(self.store.connect()) as conn, conn:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT session, judge, item_id, critic, served_at, answered FROM judge_assignments "
+                               "WHERE token = ?", (token,)).fetchone()
+            if row is None:
+                return 404, "unknown item id", None
+            session, judge, item_id, critic, served_at, answered = row
+            if answered:
+                return 409, "this item was already judged; the repeated submission was ignored", session
+            item = self.items[item_id]
+            now = time.time()
+            judgement = {
+                "judgement_key": f"human:{token}", "experiment": self.experiment,
+                "created_at": datetime.now(timezone.utc).isoformat(), "item_id": item_id,
+                "problem_id": item["problem_id"], "judge": f"human:{judge}", "judge_kind": "human",
+                "condition": "critique" if critic else "alone", "critic": critic, "seed": 0,
+                "buggy": int(bool(item["buggy"])), "p_buggy": None, "decision": int(decision == "yes"),
+                "seconds": None if served_at is None else round(now - served_at, 3),
+                "meta": json.dumps({"session": session, "client_ms": _int_or_none(client_ms)})}
+            columns = list(judgement)
+            conn.execute(f"INSERT INTO judgements ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                         [judgement[c] for c in columns])
+            conn.execute("UPDATE judge_assignments SET answered = 1 WHERE token = ?", (token,))
+        return 303, "recorded", session
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(float(text)) if text else None
+    except ValueError:
+        return None
+
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+          "pre{background:#f6f8fa;padding:1rem;overflow:auto}blockquote{border-left:4px solid #888;margin:1rem 0;"
+          "padding:.5rem 1rem;background:#fffbe6}button{font-size:1.1rem;margin-right:1rem;padding:.4rem 1.2rem}"
+          "#timer{color:#666}")
+
+
+def _page(title: str, body: str) -> bytes:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>{body}</body></html>").encode("utf-8")
+
+
+def _start_page() -> bytes:
+    return _page("w2slab judging", (
+        "<h1>Judge code</h1><p>You will see short Python programs, each with the problem it should solve. "
+        "Some contain a bug. Some come with a critique written by an AI reviewer, which may be wrong. "
+        "For each program, decide whether it has a bug.</p>"
+        "<form method='post' action='/start'><label>Your name (letters, digits, - or _): "
+        "<input name='judge' id='judge' required pattern='[A-Za-z0-9_.-]+'></label> "
+        "<button type='submit' id='start'>Start</button></form>"))
+
+
+def _item_page(assignment: dict, progress: dict) -> bytes:
+    item = assignment["item"]
+    numbered = "\n".join(f"{i:3d} | {line}" for i, line in enumerate(item["code"].splitlines(), start=1))
+    critique = ("" if assignment["critique"] is None else
+                f"<h3>An AI reviewer's critique (it may be wrong)</h3><blockquote id='critique'>"
+                f"{html.escape(assignment['critique'])}</blockquote>")
+    return _page("w2slab judging", (
+        f"<p>Item {progress['done'] + 1} of {progress['total']} · <span id='timer'>0 s</span></p>"
+        f"<h2>Problem</h2><p id='problem'>{html.escape(item['description'])}</p>"
+        f"<h2>Code</h2><pre id='code'>{html.escape(numbered)}</pre>{critique}"
+        "<form method='post' action='/judge' id='verdict'>"
+        f"<input type='hidden' name='item' value='{html.escape(assignment['token'])}'>"
+        "<input type='hidden' name='client_ms' id='client_ms' value=''>"
+        "<p>Does this code have a bug?</p>"
+        "<button type='submit' name='decision' value='yes' id='yes'>Yes, it has a bug</button>"
+        "<button type='submit' name='decision' value='no' id='no'>No, it is correct</button></form>"
+        "<script>const t0=performance.now();setInterval(()=>{document.getElementById('timer').textContent="
+        "Math.round((performance.now()-t0)/1000)+' s'},1000);document.getElementById('verdict')"
+        ".addEventListener('submit',()=>{document.getElementById('client_ms').value="
+        "Math.round(performance.now()-t0)});</script>"))
+
+
+def _done_page(progress: dict) -> bytes:
+    return _page("w2slab judging", f"<h1>Thank you</h1><p id='done'>You judged {progress['done']} of "
+                                   f"{progress['total']} items.</p><p><a href='/'>Start another session</a></p>")
+
+
+def make_handler(app: JudgingApp):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):  # to the logger, not stderr
+            log.debug("judging: " + fmt, *args)
+
+        def _send(self, status: int, body: bytes, location: str | None = None) -> None:
+            self.send_response(status)
+            if location:
+                self.send_header("Location", location)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(self, status: int, message: str) -> None:
+            self._send(status, _page("error", f"<h1>{status}</h1><p id='error'>{html.escape(message)}</p>"))
+
+        def _form(self) -> dict:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 1 << 16:
+                return {}
+            fields = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+            return {k: v[0] for k, v in fields.items()}
+
+        def do_GET(self):
+            path = urllib.parse.urlparse(self.path).path
+            if path == "/":
+                return self._send(200, _start_page())
+            if path.startswith("/session/"):
+                try:
+                    assignment, progress = app.next_item(path.split("/")[2])
+                except KeyError:
+                    return self._error(404, "unknown session")
+                return self._send(200, _done_page(progress) if assignment is None
+                                  else _item_page(assignment, progress))
+            return self._error(404, "no such page")
+
+        def do_POST(self):
+            path = urllib.parse.urlparse(self.path).path
+            form = self._form()
+            if path == "/start":
+                try:
+                    session = app.start_session(form.get("judge", ""))
+                except ConfigError as err:
+                    return self._error(400, str(err))
+                return self._send(303, b"", location=f"/session/{session}")
+            if path == "/judge":
+                status, message, session = app.record(form.get("item"), form.get("decision"), form.get("client_ms"))
+                if status == 303:
+                    return self._send(303, b"", location=f"/session/{session}")
+                return self._error(status, message)
+            return self._error(404, "no such page")
+
+    return Handler
+
+
+class JudgingServer:
+    """``JudgingServer(app, host, port)``; ``start()`` serves in a background thread (``url`` says where),
+    ``serve_forever()`` in this one; ``close()`` stops it. Port 0 picks a free port."""
+
+    def __init__(self, app: JudgingApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.httpd = ThreadingHTTPServer((host, port), make_handler(app))
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "JudgingServer":
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,68 @@
+"""`run_critiques` end to end on real models: rows in the store, the items file, cache reuse, critic training."""
+import json
+
+import pytest
+
+from w2slab.errors import ConfigError
+from w2slab.feedback.critiques_run import CritiquesConfig, run_critiques
+from w2slab.lm.cache import GenerationCache, cache_file
+from w2slab.runner.store import ResultsStore
+
+
+@pytest.fixture(scope="module")
+def small_run(data_dir, cache_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    config = CritiquesConfig(experiment="crit-test", sources=("mbpp",), limit=12, n_problems=3, critics=("smollm2",),
+                             judges=("smollm2",), seeds=(0, 1), max_tokens=24)
+    result = run_critiques(config, results_dir=results, data_dir=data_dir, cache_dir=cache_dir)
+    return config, result, results
+
+
+def test_run_stores_judgements_and_gap_summaries(small_run):
+    config, result, results = small_run
+    store = ResultsStore(results / "results.sqlite")
+    rows = store.query("judgements", experiment="crit-test")
+    assert len(rows) == 6 * (1 + 2)  # 6 programs: alone once, with the critique of each of 2 seeds
+    assert {r["condition"] for r in rows} == {"alone", "critique"} and all(r["judge_kind"] == "model" for r in rows)
+    summaries = store.query("summaries", experiment="crit-test")
+    assert {s["strong"] for s in summaries} == {"tests", "smollm2-alone"}
+    tests_row = next(s for s in summaries if s["strong"] == "tests")
+    assert tests_row["ceiling"] == 1.0 and tests_row["result"]["protocol"] == "critiques"
+    # the self-critique's "critic alone" reference is the judge alone: no gap, so undefined, never a number
+    assert not next(s for s in summaries if s["strong"] == "smollm2-alone")["defined"]
+    items = [json.loads(line) for line in (results / "critiques/crit-test/items.jsonl").read_text().splitlines()]
+    assert len(items) == 6 and all(set(i["critiques"]) == {"smollm2"} for i in items)
+    assert result["quality"]["smollm2"]["hallucinated"] is not None
+
+
+def test_rerun_reads_every_critique_and_score_from_the_cache(small_run, data_dir, cache_dir):
+    config, _, results = small_run
+    cache = GenerationCache(cache_file(cache_dir))
+    before = cache.counts()
+    again = run_critiques(config, results_dir=results, data_dir=data_dir, cache_dir=cache_dir)
+    assert cache.counts() == before
+    assert again["judges"] == small_run[1]["judges"]
+    assert len(ResultsStore(results / "results.sqlite").query("judgements", experiment="crit-test")) == 18
+
+
+def test_critic_training_never_sees_a_judged_problem(data_dir, cache_dir, tmp_path):
+    config = CritiquesConfig(experiment="crit-train", sources=("mbpp",), limit=14, n_problems=3, critics=("smollm2",),
+                             judges=("smollm2",), seeds=(0,), max_tokens=24, train_critic="smollm2",
+                             train_problems=4, train_epochs=1.0, eval_problems=2)
+    result = run_critiques(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    training = result["training"]
+    assert training["train_problems"] == 4 and training["eval_items"] == 4
+    for phase in ("before", "after"):
+        assert 0 <= training[phase]["hallucinated"] <= 1 and len(training[phase]["examples"]) == 4
+    assert training["metrics"]["examples_per_s"] > 0
+
+
+def test_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('experiment = "x"\ncritic = ["smollm2"]\n')
+    with pytest.raises(ConfigError, match="unknown key.*critic"):
+        CritiquesConfig.from_toml(path)
+    with pytest.raises(ConfigError, match="seeds"):
+        CritiquesConfig(seeds=())
+    with pytest.raises(ConfigError, match="calibration"):
+        CritiquesConfig(calibration="isotonic")
