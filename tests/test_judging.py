@@ -1,0 +1,124 @@
+"""The human-judging page end to end in a real headless Chromium (Playwright), writing to a real SQLite store."""
+import shutil
+import urllib.parse
+import urllib.error
+import urllib.request
+
+import pytest
+
+from w2slab.feedback import critiques as C
+from w2slab.feedback.bugs import BugSetConfig, build_bug_set
+from w2slab.judging import JudgingApp, JudgingServer
+from w2slab.runner.store import ResultsStore
+from w2slab.tasks.code import load_code_problems
+
+N_ITEMS = 4
+
+
+@pytest.fixture(scope="module")
+def items(data_dir):
+    problems = load_code_problems("mbpp", data_dir=data_dir, limit=8)
+    records, _ = build_bug_set(problems, config=BugSetConfig(kinds=("comparison", "arithmetic")))
+    chosen = C.balanced_items(records, n_problems=3, seed=0)
+    # the critique shown is the verified ground truth's (what a perfect critic would write)
+    return [{**i, "critiques": {"oracle-critic": C.target_critique(i)}} for i in chosen]
+
+
+@pytest.fixture()
+def server(items, tmp_path):
+    store = ResultsStore(tmp_path / "results.sqlite")
+    app = JudgingApp(items, store, experiment="people", per_session=N_ITEMS, critique_share=0.5, seed=0)
+    with JudgingServer(app) as srv:
+        yield srv, store
+
+
+def _post(url: str, data: dict) -> int:
+    body = urllib.parse.urlencode(data).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        return opener.open(request).status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_a_person_judges_a_session_in_chromium(server, items):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is missing: `make test` installs it (Debian package chromium)"
+    srv, store = server
+    secrets_on_page = {"buggy", "changed_lines", "oracle-critic", "off_by_one", "wrong_variable", "dropped_condition",
+                       "return_value", "lm_tamper", "tests_failed"}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.fill("#judge", "alice")
+        page.click("#start")
+        shown_critiques = 0
+        for k in range(N_ITEMS):
+            page.wait_for_selector("#code")
+            content = page.content()
+            assert f"Item {k + 1} of {N_ITEMS}" in content
+            assert not any(word in content for word in secrets_on_page)  # blinded: label, kind, critic
+            shown_critiques += page.locator("#critique").count()
+            page.wait_for_timeout(1100)  # the timer ticks
+            assert page.inner_text("#timer") != "0 s"
+            page.click("#yes" if k % 2 == 0 else "#no")
+        page.wait_for_selector("#done")
+        assert f"judged {N_ITEMS} of {N_ITEMS}" in page.inner_text("#done")
+        browser.close()
+    assert shown_critiques == N_ITEMS // 2
+    rows = store.query("judgements", experiment="people")
+    assert len(rows) == N_ITEMS and {r["judge"] for r in rows} == {"human:alice"}
+    assert [r["decision"] for r in sorted(rows, key=lambda r: r["created_at"])] == [1, 0, 1, 0]
+    assert sum(r["condition"] == "critique" for r in rows) == N_ITEMS // 2
+    assert all(r["seconds"] >= 1.0 and r["meta"]["client_ms"] >= 1000 for r in rows)
+    truth = {i["item_id"]: int(i["buggy"]) for i in items}
+    assert all(r["buggy"] == truth[r["item_id"]] for r in rows)
+
+
+def test_a_form_sent_twice_is_recorded_once_and_bad_ids_are_refused(server):
+    srv, store = server
+    assert _post(srv.url + "/start", {"judge": "bob"}) == 303
+    with store.connect() as conn:
+        token = conn.execute("SELECT token FROM judge_assignments WHERE judge = 'bob' ORDER BY position").fetchone()[0]
+    assert _post(srv.url + "/judge", {"item": token, "decision": "yes"}) == 303
+    assert _post(srv.url + "/judge", {"item": token, "decision": "no"}) == 409  # replayed: ignored
+    assert _post(srv.url + "/judge", {"decision": "yes"}) == 400  # missing id
+    assert _post(srv.url + "/judge", {"item": "forged-token", "decision": "yes"}) == 404
+    assert _post(srv.url + "/judge", {"item": token, "decision": "maybe"}) == 400
+    assert _post(srv.url + "/start", {"judge": "../../etc"}) == 400
+    rows = store.query("judgements", experiment="people")
+    assert len(rows) == 1 and rows[0]["decision"] == 1
+
+
+def test_double_submission_from_the_page_itself(server):
+    """Two submissions of one form fired at once from the browser (a double click) store one row."""
+    from playwright.sync_api import sync_playwright
+
+    srv, store = server
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.fill("#judge", "carol")
+        page.click("#start")
+        page.wait_for_selector("#code")
+        statuses = page.evaluate("""async () => {
+            const form = new FormData(document.getElementById('verdict'));
+            form.append('decision', 'no');
+            const send = () => fetch('/judge', {method: 'POST', body: new URLSearchParams(form), redirect: 'manual'});
+            const answers = await Promise.all([send(), send()]);
+            return answers.map(a => a.status);
+        }""")
+        browser.close()
+    assert sorted(statuses) == [0, 409]  # 0: the opaque redirect of the one accepted submission
+    assert len(store.query("judgements", experiment="people")) == 1
