@@ -66,3 +66,26 @@ def test_config_errors_name_the_key(tmp_path):
         CritiquesConfig(seeds=())
     with pytest.raises(ConfigError, match="calibration"):
         CritiquesConfig(calibration="isotonic")
+
+
+def test_report_shows_people_and_model_judges_side_by_side(small_run):
+    from w2slab.judging import JudgingApp, read_items
+    from w2slab.report import write_report
+    from w2slab.report.judging import judge_table
+
+    _, _, results = small_run
+    store = ResultsStore(results / "results.sqlite")
+    app = JudgingApp(read_items(results / "critiques/crit-test/items.jsonl"), store, experiment="crit-test",
+                     per_session=2, seed=0)
+    session = app.start_session("dana")
+    for decision in ("yes", "no"):
+        assignment, _ = app.next_item(session)
+        assert app.record(assignment["token"], decision)[0] == 303
+    table = judge_table(store.query("judgements", experiment="crit-test"))
+    assert {r["judge_kind"] for r in table} == {"model", "human"}
+    human = next(r for r in table if r["judge_kind"] == "human")
+    assert human["judge"] == "human:dana" and human["items"] >= 1
+    page = write_report(results_dir=results, out=results / "report", experiment="crit-test")
+    text = page.read_text()
+    assert 'id="table-critique_gaps"' in text and 'id="table-judges"' in text and "human:dana" in text
+    assert (results / "report/judges.csv").read_text().count("\n") == len(table) + 1

@@ -18,6 +18,7 @@ from ..evaluation import compare_paired, median_with_ci
 from ..paths import results_dir as resolve_results_dir
 from ..runner.store import ResultsStore
 from . import figures
+from .judging import critique_gap_table, is_feedback, judge_table
 
 
 def select_rows(store: ResultsStore, *, experiment: str | None = None, task: str | None = None,
@@ -149,16 +150,22 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     The folder is built beside its target and renamed into place, so a reader never sees half a report.
     """
     results = resolve_results_dir(results_dir)
-    summaries, runs = select_rows(ResultsStore(results / "results.sqlite"), experiment=experiment, task=task,
-                                  everything=everything)
+    store = ResultsStore(results / "results.sqlite")
+    everything_rows, runs = select_rows(store, experiment=experiment, task=task, everything=everything)
+    summaries = [s for s in everything_rows if not is_feedback(s)]  # weak-to-strong rows
+    feedback = [s for s in everything_rows if is_feedback(s)]
+    judgements = [j for e in sorted({s["experiment"] for s in everything_rows})
+                  for j in store.query("judgements", experiment=e)]
     tables = {"summaries": summary_table(summaries), "median_pgr": median_table(summaries),
               "method_comparison": comparison_table(summaries), "imitation": imitation_table(summaries),
-              "label_filtering": filter_table(runs), "self_training": self_training_table(runs)}
+              "label_filtering": filter_table(runs), "self_training": self_training_table(runs),
+              "critique_gaps": critique_gap_table(feedback), "judges": judge_table(judgements)}
     images = []
     for t in sorted({s["task"] for s in summaries}):
         images.append((f"{t}: test accuracy vs student size", figures.accuracy_vs_size(summaries, t)))
         images.append((f"{t}: PGR vs student size", figures.pgr_vs_size(summaries, t)))
-    images.append(("PGR per task and method", figures.pgr_bars(summaries)))
+    if summaries:
+        images.append(("PGR per task and method", figures.pgr_bars(summaries)))
     for a, b in itertools.combinations(sorted({s["loss"] for s in summaries}), 2):
         images.append((f"method {b} vs {a}", figures.method_scatter(summaries, a, b)))
     if any(r["role"] == "transfer" and "curve" in r["metrics"] for r in runs):
@@ -171,7 +178,7 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     try:
         for name, rows in tables.items():
             _write_csv(staging / f"{name}.csv", rows)
-        (staging / "index.html").write_text(_page(summaries, runs, tables, images), encoding="utf-8")
+        (staging / "index.html").write_text(_page(everything_rows, runs, tables, images), encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -242,6 +249,17 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
          "pseudo-labels (plus a quarter of supervisor labels). Falling pseudo-label accuracy or drifting class "
          "balance is error amplification."),
     ]
+    if tables.get("critique_gaps") or tables.get("judges"):
+        sections += [
+            ("AI critiques: gap recovered", "critique_gaps",
+             "A weak judge decides whether code is buggy alone and with an AI critique; the gap recovered is "
+             "(with − alone) / (reference − alone), the reference being the tests (always right on verified bugs) or "
+             "the critic model judging alone. Same bootstrap and 'undefined' rule as PGR; uplift intervals resample "
+             "problems."),
+            ("Judges: people and models", "judges",
+             "Every stored judgement, by judge and condition. catch_rate: buggy programs called buggy; false_alarm: "
+             "correct programs called buggy; median_seconds: time per item for people (from the judging page)."),
+        ]
     body = "".join(f"<h2>{title}</h2><p>{note}</p>{_table_html(name, tables[name])}" for title, name, note in sections)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(provenance.items()))
     return f"""<!doctype html>
