@@ -26,6 +26,9 @@ def place(tmp_path, monkeypatch):
     (work / "seed.toml").write_text(GOOD_SWEEP + "split_seed = -1\n")
     (work / "alias.toml").write_text(GOOD_SWEEP.replace('["minilm"]', '["../m"]')
                                      + '[[models]]\nname = "../m"\nbase = "minilm"\nlayer = 3\n')
+    (work / "crit.toml").write_text('critic = ["smollm2"]\n')
+    (work / "items.jsonl").write_text('{"item_id": "a", "problem_id": "p", "description": "d", "code": "x = 1", '
+                                      '"buggy": false, "critiques": {}}\n')
     (work / "a_dir").mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setenv("W2SLAB_CACHE_DIR", str(tmp_path / "cache"))
@@ -101,6 +104,21 @@ CASES = [
     (["score", "--model", "smollm2", "--pairs", "a_dir"], "is a directory"),
     (["score", "--model", "smollm2", "--pairs", "latin1.csv"], "line 3: not UTF-8"),
     (["serve", "--model", "smollm2", "--port", "70000"], "--port"),
+    # critiques and the judging page
+    (["critiques", "run", "broken.toml"], "not valid TOML"),
+    (["critiques", "run", "missing.toml"], "does not exist"),
+    (["critiques", "run", "crit.toml"], "unknown key(s) critic"),
+    (["critiques", "run", "--seeds", "-1"], "--seeds"),
+    (["critiques", "run", "--critics", ","], "--critics"),
+    (["critiques", "run", "--experiment", "../x"], "not a safe name"),
+    (["critiques", "run", "--n-problems", "0"], "--n-problems"),
+    (["critiques", "bugs", "--source", "missing.jsonl"], "does not exist"),
+    (["critiques", "bugs", "--source", "ok.csv"], "unreadable"),
+    (["critiques", "bugs", "--source", "mbpp", "--limit", "2", "--kinds", "typo"], "unknown mutation kind"),
+    (["judge", "serve", "--items", "missing.jsonl", "--experiment", "e"], "does not exist"),
+    (["judge", "serve", "--items", "ok.csv", "--experiment", "e"], "unreadable"),
+    (["judge", "serve", "--items", "items.jsonl", "--experiment", "../e"], "not a safe name"),
+    (["judge", "serve", "--items", "items.jsonl", "--experiment", "e", "--critique-share", "2"], "--critique-share"),
 ]
 
 
@@ -127,7 +145,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, says, place, c
 def test_the_table_is_large_and_covers_every_subcommand():
     commands = {argv[0] for argv, _ in CASES}
     assert len(CASES) >= 40
-    assert commands >= {"run", "tasks", "cache", "results", "report", "sweep", "models", "generate", "score", "serve"}
+    assert commands >= {"run", "tasks", "cache", "results", "report", "sweep", "models", "generate", "score", "serve",
+                        "critiques", "judge"}
 
 
 def test_an_internal_error_says_bug_writes_the_trace_and_exits_1(place, capsys, monkeypatch):
