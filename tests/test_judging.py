@@ -47,20 +47,26 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def _start_session(playwright, url: str, name: str):
+    """Headless Chromium on the start page: type a name, press Start. Returns (browser, page)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is missing: `make test` installs it (Debian package chromium)"
+    browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.fill("#judge", name)
+    page.click("#start")
+    return browser, page
+
+
 def test_a_person_judges_a_session_in_chromium(server, items):
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is missing: `make test` installs it (Debian package chromium)"
     srv, store = server
     secrets_on_page = {"buggy", "changed_lines", "oracle-critic", "off_by_one", "wrong_variable", "dropped_condition",
                        "return_value", "lm_tamper", "tests_failed"}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.goto(srv.url + "/")
-        page.fill("#judge", "alice")
-        page.click("#start")
+        browser, page = _start_session(p, srv.url, "alice")
         shown_critiques = 0
         for k in range(N_ITEMS):
             page.wait_for_selector("#code")
@@ -104,13 +110,8 @@ def test_double_submission_from_the_page_itself(server):
     from playwright.sync_api import sync_playwright
 
     srv, store = server
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.goto(srv.url + "/")
-        page.fill("#judge", "carol")
-        page.click("#start")
+        browser, page = _start_session(p, srv.url, "carol")
         page.wait_for_selector("#code")
         statuses = page.evaluate("""async () => {
             const form = new FormData(document.getElementById('verdict'));
