@@ -12,6 +12,7 @@ benchmarks/out/critiques.json and docs/critiques.md.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,13 @@ def sandbox_overhead(n: int = 40) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-sizes", action="store_true", help="skip the critic-size comparison")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="rebuild docs/critiques_bench.md from benchmarks/out/critiques.json and the stored rows")
     args = parser.parse_args()
+    if args.markdown_only:
+        out = json.loads((OUT / "critiques.json").read_text())
+        (ROOT / "docs/critiques_bench.md").write_text(markdown(out), encoding="utf-8")
+        return
     from w2slab.feedback.critiques_run import CritiquesConfig, run_critiques
     from w2slab.models import fetch_packages
 
@@ -83,6 +90,38 @@ def _judge_table(result: dict) -> list[str]:
                          f"{_pct(w['catch_rate'])} | {_pct(a['false_alarm'])} → {_pct(w['false_alarm'])} | "
                          f"{a['auc']:.3f} → {w['auc']:.3f} | {_ci(s['uplift'])} | {s['critic_alone']['accuracy']:.3f} | "
                          f"{_gap(s['gap_recovered']['tests'])} | {_gap(s['gap_recovered']['critic_alone'])} |")
+    return lines
+
+
+def per_kind_table(study: dict) -> list[str]:
+    """Catch rate per mutation kind, alone and with each critic, from the stored judgement rows; localisation per
+    kind from the items file (seed-0 critiques)."""
+    from w2slab.feedback.critiques import parse_critique
+    from w2slab.runner.store import ResultsStore
+
+    experiment = study["config"]["experiment"]
+    results = OUT / "critiques-results"
+    judge = study["config"]["judges"][0]
+    rows = [r for r in ResultsStore(results / "results.sqlite").query("judgements", experiment=experiment, judge=judge)
+            if r["buggy"]]
+    items = [json.loads(line) for line in (results / "critiques" / experiment / "items.jsonl").read_text().splitlines()]
+    critics = study["config"]["critics"]
+    header = ["kind", "buggy programs", "caught alone"] + [f"caught with {c}" for c in critics] + \
+        [f"{c} localised" for c in critics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for kind in sorted({r["meta"]["kind"] for r in rows}):
+        of_kind = [r for r in rows if r["meta"]["kind"] == kind]
+        alone = [r["decision"] for r in of_kind if r["condition"] == "alone"]
+        cells = [kind, str(len(alone)), _pct(sum(alone) / len(alone))]
+        for critic in critics:
+            helped = [r["decision"] for r in of_kind if r["critic"] == critic]
+            cells.append(_pct(sum(helped) / len(helped)) if helped else "—")
+        for critic in critics:
+            buggy = [i for i in items if i["buggy"] and i["kind"] == kind]
+            hits = [bool(set(parse_critique(i["critiques"][critic], i["code"]).lines) & set(i["changed_lines"]))
+                    for i in buggy]
+            cells.append(_pct(sum(hits) / len(hits)) if hits else "—")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -131,6 +170,8 @@ def markdown(out: dict) -> str:
     for critic, q in study["quality"].items():
         lines.append(f"| {critic} | {_pct(q['localised'])} | {_pct(q['claims_on_buggy'])} | {_pct(q['hallucinated'])} | "
                      + ", ".join(_pct(s["localised"]) for s in q["per_seed"]) + " |")
+    lines += ["", "## By kind of bug (study, first judge; catch rate = buggy programs called buggy, mean over seeds; "
+              "localised = seed-0 critique names a changed line)", ""] + per_kind_table(study)
     t = study.get("training")
     if t:
         lines += ["", "## Critic training", "",
