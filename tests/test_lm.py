@@ -245,7 +245,9 @@ BAD = [
     (["--prompts", "missing.jsonl", "--model", "smollm2"], "does not exist"),
     (["--prompts", ".", "--model", "smollm2"], "is a directory"),
     (["--prompts", "good.jsonl", "--backend", "openai"], "--base-url"),
-    (["--prompts", "good.jsonl", "--model", "smollm2", "--adapter", "x"], "--adapter"),
+    (["--prompts", "good.jsonl", "--model", "smollm2", "--adapter", "x"], "not a LoRA adapter folder"),
+    (["--prompts", "good.jsonl", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--adapter", "x"],
+     "--adapter"),
     (["--prompts", "good.jsonl", "--model", "smollm2", "--out", "."], "is a directory"),
     (["--prompts", "long.jsonl", "--model", "smollm2", "--context", "32", "--parallel", "1"], "exceeds the context"),
 ]

@@ -52,3 +52,24 @@ def test_bad_training_data_is_refused_before_any_work(pairs, cache_dir):
         train_dpo("smollm2", [{"prompt": "p", "chosen": "a", "rejected": "a"}], cache=cache_dir)
     with pytest.raises(DataError, match="keys"):
         train_sft("smollm2", [{"text": "x"}], cache=cache_dir)
+
+
+def test_a_trained_adapter_samples_on_llamacpp_like_on_transformers(pairs, cache_dir):
+    """The adapter exported to a llama.cpp LoRA GGUF moves llama.cpp's log-probs the way it moves the
+    transformers model's: llama.cpp with the adapter is closer to transformers-with-adapter than without."""
+    import numpy as np
+
+    examples = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
+    trained = train_sft("smollm2", examples, config=CONFIG, cache=cache_dir)
+    requests = [ScoreRequest(prompt=r["prompt"], continuation=r["completion"][:80]) for r in examples]
+
+    def logps(backend, adapter):
+        with load_lm("smollm2", backend=backend, adapter=adapter, cache=False) as lm:
+            return np.array([s.logprob for s in lm.loglikelihood(requests)])
+
+    hf_after = logps("transformers", trained.adapter)
+    cpp_before, cpp_after = logps("llamacpp", None), logps("llamacpp", trained.adapter)
+    assert (trained.adapter / "adapter.gguf").is_file()
+    assert np.abs(cpp_after - hf_after).mean() < 0.5 * np.abs(cpp_before - hf_after).mean()
+    with load_lm("smollm2", adapter=trained.adapter, cache=cache_dir) as lm, load_lm("smollm2", cache=cache_dir) as base:
+        assert lm.identity != base.identity  # the adapter is part of the cache key

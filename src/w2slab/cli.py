@@ -200,7 +200,8 @@ def _add_lm_commands(sub) -> None:
         cmd.add_argument("--backend", default="llamacpp", choices=("llamacpp", "transformers", "openai"),
                          help="llamacpp (in-process, fastest on CPU), transformers (trainable, adapters), openai (a server)")
         cmd.add_argument("--base-url", help="the OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 (--backend openai)")
-        cmd.add_argument("--adapter", help="a LoRA adapter folder from `w2slab.training.policy` (--backend transformers)")
+        cmd.add_argument("--adapter", help="a LoRA adapter folder from `w2slab.training.policy` (llamacpp: exported to a LoRA GGUF; "
+                                           "transformers: applied by peft)")
         cmd.add_argument("--context", type=_positive_int, default=2048, help="llamacpp: tokens per slot (prompt + output)")
         cmd.add_argument("--parallel", type=_positive_int, default=4, help="llamacpp: slots / openai: requests in flight")
         cmd.add_argument("--timeout", type=_positive_float, default=120.0, help="openai: seconds per request")
@@ -528,8 +529,8 @@ def _check_lm_args(args) -> None:
         raise ConfigError(f"--base-url is for --backend openai, not {args.backend}")
     if args.backend != "openai" and not args.model:
         raise ConfigError(f"--backend {args.backend} needs --model")
-    if args.adapter and args.backend != "transformers":
-        raise ConfigError("--adapter needs --backend transformers")
+    if args.adapter and args.backend == "openai":
+        raise ConfigError("--adapter needs --backend llamacpp or transformers (a server loads its own adapters)")
 
 
 def cmd_serve(args) -> None:

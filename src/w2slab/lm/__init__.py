@@ -40,11 +40,9 @@ def load_lm(model: str | None, *, backend: str = "llamacpp", base_url: str | Non
         if not model:
             raise ConfigError(f"the {backend} backend needs a model name")
         if backend == "llamacpp":
-            if adapter:
-                raise ConfigError("LoRA adapters run on the transformers backend (backend='transformers')")
             from .llamacpp import LlamaCppLM
 
-            lm = LlamaCppLM(model=model, cache=root, progress=progress, **options)
+            lm = LlamaCppLM(model=model, cache=root, progress=progress, adapter=adapter, **options)
         else:
             from .hf import HFLM
 

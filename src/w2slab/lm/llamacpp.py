@@ -34,9 +34,11 @@ def gguf_for(model: str, *, cache: str | Path | None = None) -> Path:
                            f"or a .gguf file, got {model!r}")
 
 
-def start_engine(gguf: Path, *, context: int, parallel: int, threads: int, host: str = "127.0.0.1", port: int = 0):
+def start_engine(gguf: Path, *, context: int, parallel: int, threads: int, host: str = "127.0.0.1", port: int = 0,
+                 lora: Path | None = None):
     """An ``xllamacpp.Server`` for ``gguf`` with ``parallel`` slots of ``context`` tokens each, listening on
-    ``host:port`` (0 = any free port; the in-process backend uses the socket only for tokenising)."""
+    ``host:port`` (0 = any free port; the in-process backend uses the socket only for tokenising); ``lora``: a
+    LoRA GGUF (:mod:`.lora_gguf`) applied at scale 1."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -49,6 +51,8 @@ def start_engine(gguf: Path, *, context: int, parallel: int, threads: int, host:
     params.verbosity = -1
     params.hostnames = [host]
     params.port = port
+    if lora is not None:
+        params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(lora), 1.0)]
     try:
         return xllamacpp.Server(params)
     except Exception as err:  # the engine reports a bad file as a plain exception
@@ -64,8 +68,9 @@ class LlamaCppLM(CompletionsLM):
     score_top_k = 100  # in-process there is no server cap on returned log-probs
 
     def __init__(self, *, model: str, context: int = 2048, parallel: int = 4, threads: int = 2,
-                 cache: str | Path | None = None, progress: bool = False) -> None:
+                 cache: str | Path | None = None, progress: bool = False, adapter: str | Path | None = None) -> None:
         self.model = model
+        self.adapter = adapter
         self.context = context
         self.parallel = parallel
         self.threads = threads
@@ -78,6 +83,12 @@ class LlamaCppLM(CompletionsLM):
         self.concurrency = parallel
         self._gguf = gguf_for(model, cache=cache)
         self.identity = f"gguf:{file_fingerprint(self._gguf)}"
+        self._lora = None
+        if adapter is not None:
+            from .lora_gguf import export_lora_gguf
+
+            self._lora = export_lora_gguf(adapter, self._gguf)
+            self.identity += f"+lora:{file_fingerprint(self._lora)}"
         self._server = None
         self._lock = threading.Lock()  # batch threads must not start two engines
         self._templates: dict[str, str] = {}
@@ -88,7 +99,7 @@ class LlamaCppLM(CompletionsLM):
         with self._lock:
             if self._server is None:
                 self._server = start_engine(self._gguf, context=self.context, parallel=self.parallel,
-                                            threads=self.threads)
+                                            threads=self.threads, lora=self._lora)
         return self._server
 
     def _complete(self, payload: dict) -> dict:
