@@ -22,6 +22,13 @@ def check_safe_name(value: object, what: str) -> str:
     return value
 
 
+def check_int_at_least(value: object, name: str, low: int) -> int:
+    """``value`` must be an int (not a bool) >= ``low``; ConfigError naming ``name`` otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
 def check_days(value: float | None, what: str = "--older-than") -> None:
     """A finite number of days >= 0 (None passes)."""
     if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0):

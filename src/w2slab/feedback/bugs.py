@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..checks import check_int_at_least
 from ..errors import ConfigError
 from ..io import stable_hash
 from ..sandbox import SandboxLimits, run_python
@@ -265,9 +266,7 @@ class BugSetConfig:
         if unknown:
             raise ConfigError(f"unknown mutation kind(s) {', '.join(sorted(unknown))} (known: {', '.join(KINDS)})")
         for name in ("per_kind", "tamper_max_tokens", "max_changed_lines"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "per_kind" else 1):
-                raise ConfigError(f"{name} must be an integer >= {0 if name == 'per_kind' else 1}, got {value!r}")
+            check_int_at_least(getattr(self, name), name, 0 if name == "per_kind" else 1)
 
 
 def build_bug_set(problems: list[CodeProblem], *, config: BugSetConfig = BugSetConfig(), tamper_lm=None,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_safe_name
+from ..checks import check_int_at_least, check_safe_name
 from ..errors import ConfigError
 from ..io import atomic_path, stable_hash, write_json
 from . import critiques as C
@@ -71,14 +71,11 @@ class CritiquesConfig:
             object.__setattr__(self, name, tuple(value))
         if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
             raise ConfigError(f"seeds must be integers >= 0, got {list(self.seeds)}")
-        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit < 1):
-            raise ConfigError(f"limit must be an integer >= 1 or None, got {self.limit!r}")
-        for name in ("n_problems", "train_problems", "eval_problems"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.tamper_problems, int) or self.tamper_problems < 0:
-            raise ConfigError(f"tamper_problems must be an integer >= 0, got {self.tamper_problems!r}")
+        if self.limit is not None:
+            check_int_at_least(self.limit, "limit", 1)
+        for name in ("n_problems", "train_problems", "eval_problems", "max_tokens"):
+            check_int_at_least(getattr(self, name), name, 1)
+        check_int_at_least(self.tamper_problems, "tamper_problems", 0)
         if self.calibration not in ("median", "none"):
             raise ConfigError(f"calibration must be 'median' or 'none', got {self.calibration!r}")
         if not self.train_epochs > 0:

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from ..checks import check_int_at_least, check_safe_name
 from ..errors import ConfigError, DataError
 from ..tasks.reasoning import ReasoningQuestion, extract_answer, question_messages
 
@@ -143,8 +144,7 @@ def sample_requests(task: str, questions: list[ReasoningQuestion], *, k: int, te
     """One request per question for k samples (sample i seeded from (seed, i) by the LM layer)."""
     from ..lm import GenerationRequest
 
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ConfigError(f"k (samples per question) must be an integer >= 1, got {k!r}")
+    check_int_at_least(k, "k (samples per question)", 1)
     return [GenerationRequest(messages=question_messages(task, q), n=k, temperature=temperature,
                               max_tokens=max_tokens, seed=seed) for q in questions]
 
@@ -196,8 +196,6 @@ class SelfImproveConfig:
     high_agreement: float = 0.6
 
     def __post_init__(self) -> None:
-        from ..checks import check_safe_name
-
         check_safe_name(self.experiment, "experiment")
         object.__setattr__(self, "filters", tuple(self.filters))
         object.__setattr__(self, "seeds", tuple(self.seeds))
@@ -205,9 +203,7 @@ class SelfImproveConfig:
         if unknown or not self.filters:
             raise ConfigError(f"filters must be some of {', '.join(FILTERS)}, got {list(self.filters)}")
         for name in ("n_train", "n_test", "k", "max_tokens", "rounds"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int_at_least(getattr(self, name), name, 1)
         if not 0 < self.tau <= 1:
             raise ConfigError(f"tau must be in (0, 1], got {self.tau!r}")
         if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
