@@ -239,17 +239,21 @@ def _cluster_bootstrap(diff: np.ndarray, groups: np.ndarray, *, n_boot: int, see
 
 
 def critique_items(lm, items: list[dict], *, seeds: tuple[int, ...] = (0,), temperature: float = 0.7,
-                   max_tokens: int = 96) -> list[list[str]]:
+                   max_tokens: int = 96, chunk: int = 48) -> list[list[str]]:
     """Critiques of every item by critic ``lm``: result[s][i] is seed ``seeds[s]``'s critique of item i (one
     sample each; with temperature 0 all seeds give the same greedy critique)."""
     from ..lm import GenerationRequest
 
     if not items:
         raise DataError("no items to critique")
+    # item-major: an item's seeds share one prompt, which llama.cpp then evaluates once (its KV prompt cache);
+    # chunks: with a cached LM every finished chunk is stored at once, so a killed run loses at most one chunk
     requests = [GenerationRequest(messages=critic_messages(item), temperature=temperature, max_tokens=max_tokens,
-                                  seed=s) for s in seeds for item in items]
-    texts = [samples[0].text.strip() for samples in lm.generate(requests)]
-    return [texts[k * len(items):(k + 1) * len(items)] for k in range(len(seeds))]
+                                  seed=s) for item in items for s in seeds]
+    texts = []
+    for start in range(0, len(requests), chunk):
+        texts += [samples[0].text.strip() for samples in lm.generate(requests[start: start + chunk])]
+    return [texts[k::len(seeds)] for k in range(len(seeds))]
 
 
 def critic_training_examples(items: list[dict], render) -> list[dict]:
