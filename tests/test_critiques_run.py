@@ -89,3 +89,17 @@ def test_report_shows_people_and_model_judges_side_by_side(small_run):
     text = page.read_text()
     assert 'id="table-critique_gaps"' in text and 'id="table-judges"' in text and "human:dana" in text
     assert (results / "report/judges.csv").read_text().count("\n") == len(table) + 1
+
+
+def test_results_command_lists_and_exports_judgements(small_run, capsys, tmp_path):
+    from w2slab.cli import main
+
+    _, _, results = small_run
+    assert main(["results", "--results-dir", str(results), "--table", "judgements", "--experiment", "crit-test",
+                 "--where", "condition=alone"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2" in out and out.count("alone") >= 6
+    target = tmp_path / "judgements.csv"
+    assert main(["results", "--results-dir", str(results), "--table", "judgements", "--experiment", "crit-test",
+                 "--export", str(target)]) == 0
+    assert target.read_text().count("\n") >= 19  # header + at least the 18 model rows

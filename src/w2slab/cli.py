@@ -373,6 +373,9 @@ def cmd_results(args) -> None:
         for r in rows:
             r["accuracy"] = f"{r['accuracy']:.3f}"
         columns = ("experiment", "task", "role", "weak", "strong", "loss", "seed", "accuracy")
+    elif args.table == "judgements":
+        columns = ("experiment", "judge_kind", "judge", "condition", "critic", "seed", "item_id", "buggy", "decision",
+                   "p_buggy", "seconds")
     else:
         columns = ("experiment", "created_at", "task", "weak", "strong", "loss", "seed", "error")
     _print_rows(rows, columns)
