@@ -189,12 +189,15 @@ def markdown(out: dict) -> str:
         lines += ["", "| critic | localised | claims a bug (buggy) | hallucinated |", "|---|---|---|---|"]
         for critic, q in sizes["quality"].items():
             lines.append(f"| {critic} | {_pct(q['localised'])} | {_pct(q['claims_on_buggy'])} | {_pct(q['hallucinated'])} |")
-    lines += ["", "## Cost on this CPU", "", "| step | seconds | count |", "|---|---|---|"]
+    lines += ["", "## Cost on this CPU", "", "Critic rows time the critiques of every item and seed; judge rows every "
+              "judgement including the critic-alone references. The study's critic training and its before/after "
+              "evaluation are in the training section.", "", "| step | seconds | count |", "|---|---|---|"]
     for label, result in (("study", study), ("sizes", out.get("sizes"))):
         if result:
             for step, c in result["costs"].items():
                 count = c.get("critiques") or c.get("judgements")
-                lines.append(f"| {label}: {step} | {c['s']:.0f} | {count} |")
+                note = " (read from the generation cache: computed by an earlier, interrupted run)" if c["s"] < 5 else ""
+                lines.append(f"| {label}: {step}{note} | {c['s']:.0f} | {count} |")
     lines.append(f"\nWall time: study {out['study_s']:.0f} s" + (f", sizes {out['sizes_s']:.0f} s" if "sizes" in out else ""))
     return "\n".join(lines) + "\n"
 
