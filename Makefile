@@ -19,9 +19,9 @@ run: setup
 test: setup browser
 	.venv/bin/python -m pytest -q
 
-# Heavy measurements (about an hour on 2 cores); each writes benchmarks/out/*.json, two also regenerate docs/.
+# Heavy measurements (about two hours on 2 cores); each writes benchmarks/out/*.json, two also regenerate docs/.
 bench: setup
 	cd benchmarks && ../.venv/bin/python bench_features.py && ../.venv/bin/python bench_experiment.py \
 		&& ../.venv/bin/python bench_tasks.py && ../.venv/bin/python bench_supervisors.py \
 		&& ../.venv/bin/python bench_sweep.py --sizes 32,64,128,256,512 && ../.venv/bin/python bench_finetune.py \
-		&& ../.venv/bin/python bench_lm.py
+		&& ../.venv/bin/python bench_lm.py && ../.venv/bin/python bench_critiques.py

@@ -196,7 +196,7 @@ def markdown(out: dict) -> str:
         if result:
             for step, c in result["costs"].items():
                 count = c.get("critiques") or c.get("judgements")
-                note = " (read from the generation cache: computed by an earlier, interrupted run)" if c["s"] < 5 else ""
+                note = " (read from the generation cache: computed earlier with the same settings)" if c["s"] < 5 else ""
                 lines.append(f"| {label}: {step}{note} | {c['s']:.0f} | {count} |")
     lines.append(f"\nWall time: study {out['study_s']:.0f} s" + (f", sizes {out['sizes_s']:.0f} s" if "sizes" in out else ""))
     return "\n".join(lines) + "\n"
