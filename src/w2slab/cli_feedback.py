@@ -24,6 +24,8 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, add_dirs) -> None:
+    """Register `critiques bugs|run` and `judge serve` on the main parser's subcommands (the argument types and
+    the folder options come from cli.py, so every command checks its input alike)."""
     critiques = sub.add_parser("critiques", help="verified bugs, AI critiques and judges with and without them")
     csub = critiques.add_subparsers(dest="action", required=True)
     bugs = csub.add_parser("bugs", help="insert bugs into reference solutions, keep those the tests catch")
@@ -67,6 +69,7 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, ad
 
 
 def cmd_critiques(args) -> None:
+    """`w2slab critiques bugs`: build and count the verified bugs; `run`: the whole critiques experiment."""
     if args.action == "bugs":
         return _bugs(args)
     from .feedback.critiques_run import CritiquesConfig, run_critiques
@@ -153,6 +156,7 @@ def _bugs(args) -> None:
 
 
 def cmd_judge(args) -> None:
+    """`w2slab judge serve`: the human-judging page on 127.0.0.1 until interrupted."""
     from .judging import JudgingApp, JudgingServer, read_items
     from .paths import results_dir
     from .runner.store import ResultsStore

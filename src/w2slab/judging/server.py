@@ -213,6 +213,8 @@ def _done_page(progress: dict) -> bytes:
 
 
 def make_handler(app: JudgingApp):
+    """The HTTP handler class serving ``app``: GET / (start), GET /session/<id> (next item or the end),
+    POST /start and POST /judge."""
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):  # to the logger, not stderr
             log.debug("judging: " + fmt, *args)

@@ -121,6 +121,7 @@ def parse_test_results(stdout: str, n_tests: int) -> list[bool] | None:
 
 
 def parses(code: str) -> bool:
+    """True if ``code`` is valid Python source."""
     try:
         ast.parse(code)
     except (SyntaxError, ValueError):
