@@ -68,16 +68,6 @@ def balanced_items(records: list[dict], *, n_problems: int | None = None, seed: 
     return [items[i] for i in rng.permutation(len(items))]
 
 
-def split_problems(problem_ids: list[str], *, test_fraction: float = 0.5, seed: int = 0) -> tuple[set, set]:
-    """(train, test) sets of problem ids: a seeded split *by problem*, so no test problem is ever trained on."""
-    if not 0 < test_fraction < 1:
-        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    ids = sorted(set(problem_ids))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    cut = int(round(len(ids) * (1 - test_fraction)))
-    return {ids[i] for i in order[:cut]}, {ids[i] for i in order[cut:]}
-
-
 def numbered(code: str) -> str:
     """``code`` with right-aligned 1-based line numbers: '  3 | x = 1'."""
     return "\n".join(f"{i:3d} | {line}" for i, line in enumerate(code.splitlines(), start=1))

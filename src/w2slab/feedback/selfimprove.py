@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 
 import numpy as np
 
@@ -161,16 +160,6 @@ def generate_in_chunks(lm, requests: list, *, chunk: int = 8) -> list[list[str]]
 def seed_for(seed: int, round_index: int) -> int:
     """Sampling seed of (experiment seed, round): rounds never reuse each other's samples."""
     return seed * 1000 + round_index
-
-
-def wilson_interval(p: float, n: int) -> tuple[float, float]:
-    """A Wilson 95% interval for a proportion p of n (for accuracies in tables)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    z = 1.96
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
 
 
 @dataclasses.dataclass(frozen=True)

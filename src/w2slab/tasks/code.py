@@ -7,7 +7,6 @@ wrong (usually one ``assert``).
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import gzip
 import json
@@ -119,11 +118,3 @@ def parse_test_results(stdout: str, n_tests: int) -> list[bool] | None:
             return results if isinstance(results, list) and len(results) == n_tests else None
     return None
 
-
-def parses(code: str) -> bool:
-    """True if ``code`` is valid Python source."""
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
