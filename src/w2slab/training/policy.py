@@ -176,7 +176,14 @@ def _fit(kind: str, path: str, data: list[dict], config: PolicyTraining, out: Pa
                                 processing_class=tokenizer,
                                 peft_config=LoraConfig(task_type="SEQ_CLS", modules_to_save=["score"], **lora))
     start = time.perf_counter()
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    finally:
+        # the Trainer leaves accelerate's process-wide AcceleratorState set up for its own settings; a later
+        # Accelerator in this process (training.finetune) with other settings would then refuse to start
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
     seconds = time.perf_counter() - start
     trainer.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
