@@ -11,6 +11,7 @@ import ast
 import copy
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import re
@@ -155,10 +156,6 @@ class _Mutator(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
-    def visit(self, node):
-        # subscript indices and range stops are off_by_one sites, not constant sites: skip their constants here
-        return super().visit(node)
-
 
 def _shift(expr: ast.expr) -> ast.expr:
     """``x - 1`` → ``x``, ``x + 1`` → ``x``, else ``x + 1``: a bound moved by one."""
@@ -294,14 +291,10 @@ def build_bug_set(problems: list[CodeProblem], *, config: BugSetConfig = BugSetC
                 "report": np.array(_dumps(report))}
 
     arrays = cache.get_or_compute("bugs", key, compute, meta={"params": params})
-    import json
-
     return [json.loads(r) for r in arrays["records"] if r], json.loads(str(arrays["report"]))
 
 
 def _dumps(obj) -> str:
-    import json
-
     return json.dumps(obj, sort_keys=True)
 
 
