@@ -53,8 +53,13 @@ def stages_only_cache(tmp: Path, session_cache: Path) -> Path:
     return tmp
 
 
+def finished_npz(folder: Path) -> list[Path]:
+    """Finished stage files; a kill can leave a hidden temp file (``.name….npz``) that is not an entry."""
+    return [p for p in folder.rglob("*.npz") if not p.name.startswith(".")]
+
+
 def stage_files(cache: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in (cache / "stages").rglob("*.npz")}
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished_npz(cache / "stages")}
 
 
 # -- the file format ----------------------------------------------------------------------------------------
@@ -168,12 +173,12 @@ def test_kill_minus_9_then_resume_recomputes_nothing_finished(local_sweep, tmp_p
                "--cache-dir", str(cache), "--results-dir", str(results), "--no-progress"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while len(list((cache / "stages" / "run").glob("*.npz"))) < 4 and time.time() < deadline and proc.poll() is None:
+    while len(finished_npz(cache / "stages" / "run")) < 4 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finished_before = stage_files(cache)
-    runs_before = len(list((cache / "stages" / "run").glob("*.npz")))
+    runs_before = len(finished_npz(cache / "stages" / "run"))
     assert 4 <= runs_before < N_RUNS, "the kill must land in the middle of the sweep"
 
     resumed = run_sweep(path, executor="serial", cache_dir=cache, results_dir=results, progress=False)
