@@ -27,6 +27,8 @@ def place(tmp_path, monkeypatch):
     (work / "alias.toml").write_text(GOOD_SWEEP.replace('["minilm"]', '["../m"]')
                                      + '[[models]]\nname = "../m"\nbase = "minilm"\nlayer = 3\n')
     (work / "crit.toml").write_text('critic = ["smollm2"]\n')
+    (work / "si.toml").write_text('models = ["smollm2"]\ntask = ["piqa"]\n')
+    (work / "si_tokens.toml").write_text('[max_tokens_per_task]\nmath = 200\n')
     (work / "items.jsonl").write_text('{"item_id": "a", "problem_id": "p", "description": "d", "code": "x = 1", '
                                       '"buggy": false, "critiques": {}}\n')
     (work / "a_dir").mkdir()
@@ -116,6 +118,17 @@ CASES = [
     (["critiques", "bugs", "--source", "ok.csv"], "unreadable"),
     (["critiques", "bugs", "--source", "mbpp", "--limit", "2", "--kinds", "typo"], "unknown mutation kind"),
     (["judge", "serve", "--items", "missing.jsonl", "--experiment", "e"], "does not exist"),
+    # self-improvement
+    (["selfimprove", "run", "broken.toml"], "not valid TOML"),
+    (["selfimprove", "run", "si.toml"], "unknown key(s) task"),
+    (["selfimprove", "run", "si_tokens.toml"], "max_tokens_per_task"),
+    (["selfimprove", "run", "--tau", "0"], "--tau"),
+    (["selfimprove", "run", "--tau", "1.5"], "--tau"),
+    (["selfimprove", "run", "--k", "0"], "--k"),
+    (["selfimprove", "run", "--rounds", "0"], "--rounds"),
+    (["selfimprove", "run", "--tasks", "mathqa"], "unknown reasoning task(s) mathqa"),
+    (["selfimprove", "run", "--filters", "majority,vibes"], "filters must be some of"),
+    (["selfimprove", "run", "--models", "nosuchmodel", "--tasks", "piqa"], "nosuchmodel"),
     (["judge", "serve", "--items", "ok.csv", "--experiment", "e"], "unreadable"),
     (["judge", "serve", "--items", "items.jsonl", "--experiment", "../e"], "not a safe name"),
     (["judge", "serve", "--items", "items.jsonl", "--experiment", "e", "--critique-share", "2"], "--critique-share"),

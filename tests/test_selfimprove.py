@@ -12,7 +12,7 @@ from w2slab.feedback.selfimprove import (SelfImproveConfig, blind, expected_cali
 from w2slab.tasks.reasoning import TASKS, extract_answer, load_reasoning
 
 VALID = {"gsm8k": lambda a: a.lstrip("-").replace(".", "", 1).isdigit(), "strategyqa": lambda a: a in ("yes", "no"),
-         "openbookqa": lambda a: a in "ABCD"}
+         "openbookqa": lambda a: a in "ABCD", "sciq": lambda a: a in "ABCD", "piqa": lambda a: a in "AB"}
 
 
 def test_extraction_reads_the_final_answer_and_never_guesses():
@@ -87,21 +87,49 @@ def test_round_metrics_reinforcement_and_calibration(data_dir):
     assert expected_calibration_error([1.0, 1.0], [1, 1]) == 0.0
 
 
-def test_one_round_end_to_end_keeps_test_questions_out(data_dir, cache_dir):
-    config = SelfImproveConfig(task="strategyqa", model="smollm2", n_train=4, n_test=2, k=2, max_tokens=48,
-                               rounds=1, filters=("majority", "none"), tau=0.5, train_epochs=1.0)
-    result = run_self_improvement(config, data_dir=data_dir, cache_dir=cache_dir)
-    test_ids = {q.qid for q in load_reasoning("strategyqa", split="test", data_dir=data_dir, limit=2)}
-    for chain in result["chains"]:
-        assert chain["rounds"][0]["test"]["n"] == 2
-        kept = chain["rounds"][0].get("kept", {})
-        assert not set(kept.get("kept_qids", [])) & test_ids
+def test_study_end_to_end_stores_rounds_and_gaps_and_keeps_test_questions_out(data_dir, cache_dir, tmp_path):
+    from w2slab.feedback.selfimprove_run import SelfImproveStudy, run_selfimprove_study
+    from w2slab.lm.cache import GenerationCache, cache_file
+    from w2slab.report import write_report
+    from w2slab.runner.store import ResultsStore
+
+    study = SelfImproveStudy(experiment="si-test", models=("smollm2",), tasks=("strategyqa",), n_train=6, n_test=3,
+                             k=2, max_tokens=48, rounds=1, filters=("majority", "oracle", "none", "gold"), tau=0.5,
+                             seeds=(0, 1))
+    assert study.cells()[0].filters == ("majority", "oracle", "none")  # no gold rationales in StrategyQA
+    [cell] = run_selfimprove_study(study, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    test_ids = {q.qid for q in load_reasoning("strategyqa", split="test", data_dir=data_dir, limit=3)}
+    for chain in cell["chains"]:
+        assert chain["rounds"][0]["test"]["n"] == 3
+        assert not set(chain["rounds"][0].get("kept", {}).get("kept_qids", [])) & test_ids
         if chain["stopped"] is None:
             assert len(chain["rounds"]) == 2 and chain["rounds"][1]["train_metrics"]["examples"] >= 1
         else:
             assert chain["stopped"].startswith("round 1:")
-    none_chain = next(c for c in result["chains"] if c["filter"] == "none")
-    assert none_chain["stopped"] is None  # 'none' keeps every sample, so it always trains
+    assert all(c["stopped"] is None for c in cell["chains"] if c["filter"] == "none")  # keeps every sample
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    rounds = store.query("rounds", experiment="si-test")
+    assert len(rounds) == sum(len(c["rounds"]) for c in cell["chains"])
+    base = [r for r in rounds if r["round"] == 0]
+    assert len({r["greedy_acc"] for r in base}) == 1  # one base model, greedy: the same round 0 everywhere
+    summaries = store.query("summaries", experiment="si-test")
+    finished = {c["filter"] for c in cell["chains"] if c["stopped"] is None}
+    expected = {"majority", "none"} & finished if "oracle" in finished else set()
+    assert {s["result"]["filter"] for s in summaries} == expected
+    for s in summaries:
+        assert s["strong"] == "oracle-trained" and s["floor"] == base[0]["greedy_acc"]
+        assert s["defined"] == (s["pgr"] is not None)
+    assert (tmp_path / "selfimprove" / "si-test" / "smollm2__strategyqa.json").is_file()
+
+    generations = GenerationCache(cache_file(cache_dir)).counts()["generations"]
+    again = run_selfimprove_study(study, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)[0]
+    assert GenerationCache(cache_file(cache_dir)).counts()["generations"] == generations  # nothing regenerated
+    assert [c["rounds"][-1]["test"] for c in again["chains"]] == [c["rounds"][-1]["test"] for c in cell["chains"]]
+    assert len(store.query("rounds", experiment="si-test")) == len(rounds)  # replaced, not duplicated
+
+    page = write_report(results_dir=tmp_path, experiment="si-test").read_text()
+    assert "Self-improvement: rounds" in page and "smollm2 on strategyqa, error reinforcement" in page
 
 
 def test_resume_after_a_kill_recomputes_no_finished_generation(data_dir, tmp_path):

@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dirs(report, cache=False, results=True)
 
     results = sub.add_parser("results", help="list, filter and export stored summaries, runs or failures")
-    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures", "judgements"),
-                         help="PGR summaries, single runs, or failed runs")
+    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures", "judgements", "rounds"),
+                         help="PGR summaries, single runs, failed runs, judgements, or self-improvement rounds")
     results.add_argument("--experiment", help="only this experiment id or sweep name")
     results.add_argument("--task", help="only this task")
     results.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
@@ -373,6 +373,9 @@ def cmd_results(args) -> None:
         for r in rows:
             r["accuracy"] = f"{r['accuracy']:.3f}"
         columns = ("experiment", "task", "role", "weak", "strong", "loss", "seed", "accuracy")
+    elif args.table == "rounds":
+        columns = ("experiment", "task", "model", "filter", "seed", "round", "n_test", "greedy_acc", "maj_acc",
+                   "greedy_unextractable", "kept", "kept_wrong_share")
     elif args.table == "judgements":
         columns = ("experiment", "judge_kind", "judge", "condition", "critic", "seed", "item_id", "buggy", "decision",
                    "p_buggy", "seconds")
@@ -561,6 +564,13 @@ def cmd_critiques(args) -> None:
     run(args)
 
 
+def cmd_selfimprove(args) -> None:
+    """`w2slab selfimprove run`."""
+    from .cli_feedback import cmd_selfimprove as run
+
+    run(args)
+
+
 def cmd_judge(args) -> None:
     """`w2slab judge serve`."""
     from .cli_feedback import cmd_judge as run
@@ -583,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "report": cmd_report,
                "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache, "generate": cmd_generate,
                "score": cmd_score, "serve": cmd_serve, "study": cmd_study, "critiques": cmd_critiques,
-               "judge": cmd_judge}[args.command]
+               "judge": cmd_judge, "selfimprove": cmd_selfimprove}[args.command]
     try:
         _check_places(args)
         status = handler(args) or 0

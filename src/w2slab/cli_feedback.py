@@ -1,4 +1,5 @@
-"""The feedback half's subcommands (`w2slab critiques ...`, `w2slab judge serve`): thin shells over
+"""The feedback half's subcommands (`w2slab critiques ...`, `w2slab judge serve`, `w2slab selfimprove run`): thin
+shells over
 :mod:`w2slab.feedback` and :mod:`w2slab.judging`, registered by :func:`add_commands`."""
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, add_dirs) -> None:
-    """Register `critiques bugs|run` and `judge serve` on the main parser's subcommands (the argument types and
+    """Register `critiques bugs|run`, `judge serve` and `selfimprove run` on the main parser's subcommands (the argument types and
     the folder options come from cli.py, so every command checks its input alike)."""
     critiques = sub.add_parser("critiques", help="verified bugs, AI critiques and judges with and without them")
     csub = critiques.add_subparsers(dest="action", required=True)
@@ -66,6 +67,23 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, ad
     serve.add_argument("--critique-share", type=unit_interval, default=0.5,
                        help="share of a session's items shown with an AI critique")
     add_dirs(serve, cache=False, results=True)
+
+    selfimprove = sub.add_parser("selfimprove", help="train a model on its own majority votes, round by round")
+    ssub = selfimprove.add_subparsers(dest="action", required=True)
+    srun = ssub.add_parser("run", help="every model x task cell, filter, seed and round; rows to the store")
+    srun.add_argument("config", nargs="?", help="TOML file of SelfImproveStudy fields (flags below override it)")
+    srun.add_argument("--experiment", help="name of the rows in the store and of the output folder")
+    srun.add_argument("--models", type=_list, help="comma-separated zoo decoders, e.g. smollm2,qwen-coder-0.5b")
+    srun.add_argument("--tasks", type=_list, help="comma-separated tasks: gsm8k, strategyqa, openbookqa, sciq, piqa")
+    srun.add_argument("--filters", type=_list, help="comma-separated: majority, oracle, none, gold")
+    srun.add_argument("--seeds", type=_seeds, help="sampling and training seeds, e.g. 0,1,2")
+    srun.add_argument("--rounds", type=positive_int, help="training rounds after the base model")
+    srun.add_argument("--k", type=positive_int, help="samples per question")
+    srun.add_argument("--tau", type=unit_interval, help="keep a question when its majority's vote share >= tau")
+    srun.add_argument("--n-train", type=positive_int, help="training questions (the first N of the train split)")
+    srun.add_argument("--n-test", type=positive_int, help="test questions (the first N of the test split)")
+    srun.add_argument("--max-tokens", type=positive_int, help="answer length cap in tokens")
+    add_dirs(srun, data=True, results=True)
 
 
 def cmd_critiques(args) -> None:
@@ -153,6 +171,27 @@ def _bugs(args) -> None:
         with atomic_path(args.out) as tmp:
             tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
         print(f"{len(records)} programs written to {args.out}")
+
+
+def cmd_selfimprove(args) -> None:
+    """`w2slab selfimprove run`: the self-improvement study; prints the gap-recovered table."""
+    from .feedback.selfimprove_run import SelfImproveStudy, run_selfimprove_study
+    from .report.selfimprove import selfimprove_gap_table
+    from .report.table import format_rows
+
+    overrides = {k: getattr(args, k) for k in ("experiment", "models", "tasks", "filters", "seeds", "rounds", "k",
+                                               "tau", "n_train", "n_test", "max_tokens")}
+    study = (SelfImproveStudy.from_toml(args.config, **overrides) if args.config else
+             SelfImproveStudy(**{k: v for k, v in overrides.items() if v is not None}))
+    cells = run_selfimprove_study(study, results_dir=args.results_dir, data_dir=args.data_dir,
+                                  cache_dir=args.cache_dir, progress=sys.stderr.isatty())
+    rows = selfimprove_gap_table([s for c in cells for s in c["summaries"]])
+    stopped = [f"{c['config']['model']} on {c['config']['task']}, {ch['filter']} seed {ch['seed']}: {ch['stopped']}"
+               for c in cells for ch in c["chains"] if ch["stopped"]]
+    print(format_rows(rows, ("task", "model", "filter", "round", "base_acc", "trained_acc", "reference",
+                             "reference_acc", "change", "gap_recovered")) if rows else "no gap rows (see below)")
+    for line in stopped:
+        print(f"stopped early: {line}")
 
 
 def cmd_judge(args) -> None:

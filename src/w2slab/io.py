@@ -107,3 +107,27 @@ def write_npy(target: str | os.PathLike, array: np.ndarray) -> None:
     """Write one array to .npy (memory-mappable), atomically."""
     with atomic_path(target, suffix=".npy") as tmp:
         np.save(tmp, array)
+
+
+def config_from_toml(cls, path: str | os.PathLike, **overrides: Any):
+    """``cls(**fields)`` from a TOML file of ``cls``'s dataclass fields: unknown keys are refused by name, a missing
+    or unreadable file is a ConfigError; ``overrides`` that are not None win over the file."""
+    import dataclasses
+    import tomllib
+
+    from .errors import ConfigError
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..checks import check_int_at_least, check_safe_name
 from ..errors import ConfigError
-from ..io import atomic_path, stable_hash, write_json
+from ..io import atomic_path, config_from_toml, stable_hash, write_json
 from . import critiques as C
 from .bugs import KINDS, BugSetConfig, build_bug_set
 
@@ -84,21 +84,8 @@ class CritiquesConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "CritiquesConfig":
-        """Read a TOML file of these fields (unknown keys refused, named); ``overrides`` win."""
-        import tomllib
-
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path}: not valid TOML ({err})") from None
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+        """Read a TOML file of these fields (unknown keys refused, named); ``overrides`` that are not None win."""
+        return config_from_toml(cls, path, **overrides)
 
 
 def run_critiques(config: CritiquesConfig, *, results_dir: str | Path | None = None, data_dir=None,

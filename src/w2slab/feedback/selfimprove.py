@@ -55,7 +55,8 @@ def vote(answers: list[str | None]) -> dict:
 
 def select_training(questions: list[ReasoningQuestion], samples: list[list[str]], task: str, *, filter: str,
                     tau: float) -> tuple[list[dict], dict]:
-    """SFT rows ({"messages": [user, assistant]}) from one round's samples, and what was kept.
+    """SFT rows ({"prompt": [user], "completion": [assistant]}: TRL puts the loss on the answer only, as LMSI
+    trains) from one round's samples, and what was kept.
 
     questions: the training questions (blinded for 'majority' and 'none'); samples[i]: the k texts for
     question i. Returns (rows, info): info has kept_qids, the majority per kept question and counts."""
@@ -69,13 +70,13 @@ def select_training(questions: list[ReasoningQuestion], samples: list[list[str]]
         if filter == "gold":
             if not question.rationale:
                 raise DataError(f"{task} has no gold rationales: the 'gold' control needs them (GSM8K has)")
-            rows.append({"messages": prompt + [{"role": "assistant", "content": question.rationale}]})
+            rows.append(_sft_row(prompt, question.rationale))
             kept.append(question.qid)
             continue
         answers = [extract_answer(task, t) for t in texts]
         unextractable += sum(a is None for a in answers)
         if filter == "none":
-            rows += [{"messages": prompt + [{"role": "assistant", "content": t}]} for t in texts]
+            rows += [_sft_row(prompt, t) for t in texts]
             kept.append(question.qid)
             continue
         tally = vote(answers)
@@ -85,10 +86,14 @@ def select_training(questions: list[ReasoningQuestion], samples: list[list[str]]
             continue
         majorities[question.qid] = tally["majority"]
         kept.append(question.qid)
-        rows += [{"messages": prompt + [{"role": "assistant", "content": t}]}
+        rows += [_sft_row(prompt, t)
                  for t, a in zip(texts, answers) if a == tally["majority"]]
     return rows, {"kept_qids": kept, "majorities": majorities, "kept": len(kept), "examples": len(rows),
                   "unextractable": unextractable}
+
+
+def _sft_row(prompt: list[dict], answer: str) -> dict:
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
 
 
 def round_metrics(questions: list[ReasoningQuestion], greedy: list[str], samples: list[list[str]], task: str, *,
@@ -97,7 +102,8 @@ def round_metrics(questions: list[ReasoningQuestion], greedy: list[str], samples
 
     greedy[i]: the greedy answer text; samples[i]: k sampled texts. previous / round0: earlier rounds' outputs of
     this function, for error reinforcement and agreement. Returns accuracies, unextractable counts, vote
-    share/entropy/distinct means, ECE of vote share as confidence, and per-question majorities and shares."""
+    share/entropy/distinct means, ECE of vote share as confidence, and per question: majorities, shares and
+    whether the greedy answer and the majority are correct."""
     greedy_answers = [extract_answer(task, t) for t in greedy]
     tallies = [vote([extract_answer(task, t) for t in texts]) for texts in samples]
     gold = [q.answer for q in questions]
@@ -111,7 +117,8 @@ def round_metrics(questions: list[ReasoningQuestion], greedy: list[str], samples
            "mean_distinct": float(np.mean([t["distinct"] for t in tallies])),
            "ece": expected_calibration_error(shares, correct_majority),
            "majorities": [t["majority"] for t in tallies], "shares": shares.tolist(),
-           "greedy_correct": [int(a == g) for a, g in zip(greedy_answers, gold)]}
+           "greedy_correct": [int(a == g) for a, g in zip(greedy_answers, gold)],
+           "majority_correct": correct_majority.astype(int).tolist()}
     if previous is not None:
         was_wrong_sure = [i for i, (m, s) in enumerate(zip(previous["majorities"], previous["shares"]))
                           if m != gold[i] and s >= high_agreement]

@@ -19,6 +19,7 @@ from ..paths import results_dir as resolve_results_dir
 from ..runner.store import ResultsStore
 from . import figures
 from .judging import critique_gap_table, is_feedback, judge_table
+from .selfimprove import round_table, selfimprove_figures, selfimprove_gap_table
 
 
 def select_rows(store: ResultsStore, *, experiment: str | None = None, task: str | None = None,
@@ -154,12 +155,17 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     everything_rows, runs = select_rows(store, experiment=experiment, task=task, everything=everything)
     summaries = [s for s in everything_rows if not is_feedback(s)]  # weak-to-strong rows
     feedback = [s for s in everything_rows if is_feedback(s)]
-    judgements = [j for e in sorted({s["experiment"] for s in everything_rows})
-                  for j in store.query("judgements", experiment=e)]
+    experiments = sorted({s["experiment"] for s in everything_rows})
+    judgements = [j for e in experiments for j in store.query("judgements", experiment=e)]
+    rounds = [r for e in experiments for r in store.query("rounds", experiment=e)
+              if task is None or r["task"] == task]
+    protocol = lambda name: [s for s in feedback if s["result"]["protocol"] == name]  # noqa: E731
     tables = {"summaries": summary_table(summaries), "median_pgr": median_table(summaries),
               "method_comparison": comparison_table(summaries), "imitation": imitation_table(summaries),
               "label_filtering": filter_table(runs), "self_training": self_training_table(runs),
-              "critique_gaps": critique_gap_table(feedback), "judges": judge_table(judgements)}
+              "critique_gaps": critique_gap_table(protocol("critiques")), "judges": judge_table(judgements),
+              "selfimprove_gaps": selfimprove_gap_table(protocol("selfimprove")),
+              "selfimprove_rounds": round_table(rounds)}
     images = []
     for t in sorted({s["task"] for s in summaries}):
         images.append((f"{t}: test accuracy vs student size", figures.accuracy_vs_size(summaries, t)))
@@ -170,6 +176,7 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
         images.append((f"method {b} vs {a}", figures.method_scatter(summaries, a, b)))
     if any(r["role"] == "transfer" and "curve" in r["metrics"] for r in runs):
         images.append(("learning curves of transfer runs", figures.learning_curves(runs)))
+    images += selfimprove_figures(rounds)
 
     target = Path(out) if out else results / "report"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -259,6 +266,21 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
             ("Judges: people and models", "judges",
              "Every stored judgement, by judge and condition. catch_rate: buggy programs called buggy; false_alarm: "
              "correct programs called buggy; median_seconds: time per item for people (from the judging page)."),
+        ]
+    if tables.get("selfimprove_gaps") or tables.get("selfimprove_rounds"):
+        sections += [
+            ("Self-improvement: gap recovered", "selfimprove_gaps",
+             "A model trained on its own majority-voted answers (filter 'majority'; 'none' = every sample) after r "
+             "rounds, against the base model (floor) and a reference that reads gold (ceiling): SFT on gold "
+             "rationales where the task has them, else the oracle filter (only correct majorities) after r rounds. "
+             "change: trained − base greedy test accuracy with a 95% bootstrap interval over questions and seeds; "
+             "gap recovered: same bootstrap and 'undefined' rule as PGR."),
+            ("Self-improvement: rounds", "selfimprove_rounds",
+             "Means over seeds per round. kept / kept_wrong_share: the training set a round's outputs selected and the "
+             "share of its majorities that are wrong (gold read for reporting only). wrong_confident_before: test "
+             "questions the previous round got wrong with vote share ≥ 0.6; wrong_more_confident_after: still wrong "
+             "with a higher share — errors reinforced; fixed_after: now right. Unextractable answers are counted, "
+             "never dropped."),
         ]
     body = "".join(f"<h2>{title}</h2><p>{note}</p>{_table_html(name, tables[name])}" for title, name, note in sections)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(provenance.items()))

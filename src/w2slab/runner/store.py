@@ -1,6 +1,6 @@
 """The results store: one SQLite file (WAL mode) with a row per run, a row per PGR summary, a row per
 failed sweep run, and a row per judgement (a model's or a person's verdict on one item, e.g. "is this code
-buggy?", with or without an AI critique).
+buggy?", with or without an AI critique), and a row per self-improvement round (one model, task, filter and seed).
 
 Rows are keyed by content hashes, so re-running an experiment replaces its rows instead of duplicating
 them, and two processes may write at once (WAL + busy timeout; each write is one transaction).
@@ -41,6 +41,13 @@ CREATE TABLE IF NOT EXISTS judgements (
     condition TEXT NOT NULL, critic TEXT NOT NULL, seed INTEGER NOT NULL, buggy INTEGER NOT NULL, p_buggy REAL,
     decision INTEGER NOT NULL, seconds REAL, meta TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rounds (
+    round_key TEXT PRIMARY KEY, experiment TEXT NOT NULL, created_at TEXT NOT NULL, task TEXT NOT NULL,
+    model TEXT NOT NULL, filter TEXT NOT NULL, seed INTEGER NOT NULL, round INTEGER NOT NULL, n_test INTEGER NOT NULL,
+    greedy_acc REAL, maj_acc REAL, greedy_unextractable INTEGER, sample_unextractable INTEGER, kept INTEGER,
+    kept_wrong_share REAL, metrics TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rounds_by_experiment ON rounds (experiment);
 CREATE INDEX IF NOT EXISTS judgements_by_experiment ON judgements (experiment);
 CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs (experiment);
 CREATE INDEX IF NOT EXISTS summaries_by_experiment ON summaries (experiment);
@@ -54,8 +61,13 @@ FAILURE_COLUMNS = ("run_key", "experiment", "created_at", "task", "weak", "stron
 # condition: 'alone' or 'critique' (critic names the critic); decision: 1 = judged buggy; seconds: time to judge
 JUDGEMENT_COLUMNS = ("judgement_key", "experiment", "created_at", "item_id", "problem_id", "judge", "judge_kind",
                      "condition", "critic", "seed", "buggy", "p_buggy", "decision", "seconds", "meta")
+# round 0 is the base model; kept / kept_wrong_share describe the training set the round's outputs selected
+# (None for the last round, which only evaluates); metrics: every measurement of selfimprove.round_metrics
+ROUND_COLUMNS = ("round_key", "experiment", "created_at", "task", "model", "filter", "seed", "round", "n_test",
+                 "greedy_acc", "maj_acc", "greedy_unextractable", "sample_unextractable", "kept", "kept_wrong_share",
+                 "metrics")
 COLUMNS = {"runs": RUN_COLUMNS, "summaries": SUMMARY_COLUMNS, "failures": FAILURE_COLUMNS,
-           "judgements": JUDGEMENT_COLUMNS}
+           "judgements": JUDGEMENT_COLUMNS, "rounds": ROUND_COLUMNS}
 _JSON_FIELDS = {"metrics", "config", "timings", "provenance", "result", "meta"}
 
 
@@ -71,10 +83,11 @@ class ResultsStore:
         return conn
 
     def write(self, runs: list[dict], summaries: list[dict], *, failures: list[dict] = (),
-              resolved: list[str] = (), judgements: list[dict] = ()) -> None:
-        """Insert (or replace, by key) runs, summaries, failures and judgements, and delete the failures of
-        ``resolved`` run keys, in one transaction: all of it lands or none."""
+              resolved: list[str] = (), judgements: list[dict] = (), rounds: list[dict] = ()) -> None:
+        """Insert (or replace, by key) runs, summaries, failures, judgements and rounds, and delete the failures
+        of ``resolved`` run keys, in one transaction: all of it lands or none."""
         with closing(self._connect()) as conn, conn:
+            conn.executemany(_insert("rounds", ROUND_COLUMNS), [_row(r, ROUND_COLUMNS) for r in rounds])
             conn.executemany(_insert("judgements", JUDGEMENT_COLUMNS),
                              [_row(j, JUDGEMENT_COLUMNS) for j in judgements])
             conn.executemany(_insert("runs", RUN_COLUMNS), [_row(r, RUN_COLUMNS) for r in runs])
@@ -83,7 +96,7 @@ class ResultsStore:
             conn.executemany("DELETE FROM failures WHERE run_key = ?", [(k,) for k in resolved])
 
     def query(self, table: str, **where: object) -> list[dict]:
-        """Rows of ``table`` ('runs', 'summaries', 'failures' or 'judgements') matching column = value filters (a list or
+        """Rows of ``table`` ('runs', 'summaries', 'failures', 'judgements' or 'rounds') matching column = value filters (a list or
         tuple value matches any of its items), JSON fields decoded."""
         columns = COLUMNS.get(table)
         if columns is None:

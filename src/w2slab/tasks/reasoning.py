@@ -1,5 +1,5 @@
 """Questions with a checkable final answer, for chain-of-thought generation: GSM8K (a number), StrategyQA (yes /
-no) and OpenBookQA (a letter), with the prompt that asks for reasoning and the extraction of the final answer.
+no), and the multiple-choice OpenBookQA, SciQ (A-D, without the support passage) and PIQA (A or B) (a letter), with the prompt that asks for reasoning and the extraction of the final answer.
 
 Extraction never guesses: an answer that cannot be read is ``None`` and is counted by callers, never dropped or
 scored as wrong without saying so.
@@ -15,8 +15,10 @@ from ..errors import DataError, UnknownNameError
 from ..io import stable_hash
 from ..paths import data_dir as resolve_data_dir
 
-TASKS = ("gsm8k", "strategyqa", "openbookqa")
-ANSWER_FORMAT = {"gsm8k": "a number", "strategyqa": "Yes or No", "openbookqa": "one letter (A, B, C or D)"}
+TASKS = ("gsm8k", "strategyqa", "openbookqa", "sciq", "piqa")
+TASKS_WITH_RATIONALES = ("gsm8k",)  # gold chains of thought, for the 'gold' SFT control
+ANSWER_FORMAT = {"gsm8k": "a number", "strategyqa": "Yes or No", "openbookqa": "one letter (A, B, C or D)",
+                 "sciq": "one letter (A, B, C or D)", "piqa": "one letter (A or B)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +35,9 @@ class ReasoningQuestion:
 
 def load_reasoning(task: str, *, split: str, data_dir: str | Path | None = None,
                    limit: int | None = None) -> list[ReasoningQuestion]:
-    """``split`` 'train' or 'test'. GSM8K has both; StrategyQA and OpenBookQA (one file here) are split by a hash
-    of the question id, half and half, so the split never depends on ``limit``."""
+    """``split`` 'train' or 'test'. GSM8K has both; SciQ's train is its validation file; StrategyQA, OpenBookQA and
+    PIQA (one file here) are split by a hash of the question id, half and half, so the split never depends on
+    ``limit``."""
     if task not in TASKS:
         raise UnknownNameError(f"unknown reasoning task {task!r} (known: {', '.join(TASKS)})")
     if split not in ("train", "test"):
@@ -44,8 +47,10 @@ def load_reasoning(task: str, *, split: str, data_dir: str | Path | None = None,
         raise DataError(f"{task} is read from the local data folder: set W2SLAB_DATA_DIR or --data-dir")
     if task == "gsm8k":
         questions = [_gsm8k(i, row) for i, row in enumerate(_jsonl(root / f"gsm8k/{split}.jsonl"))]
+    elif task == "sciq":
+        questions = _sciq(root / f"sciq/{'test' if split == 'test' else 'valid'}.json")
     else:
-        every = _strategyqa(root) if task == "strategyqa" else _openbookqa(root)
+        every = {"strategyqa": _strategyqa, "openbookqa": _openbookqa, "piqa": _piqa}[task](root)
         questions = [q for q in every if (int(stable_hash(q.qid, length=8), 16) % 2 == 0) == (split == "test")]
     return questions[:limit] if limit is not None else questions
 
@@ -126,3 +131,37 @@ def extract_answer(task: str, text: str, *, strict: bool = True) -> str | None:
     if not letters:
         return None
     return letters[0] if tail and re.search(r"\b[A-D]\b", tail) else letters[-1]
+
+
+def _lettered(options: list[str]) -> str:
+    return "\n".join(f"{'ABCD'[i]}. {text}" for i, text in enumerate(options))
+
+
+def _sciq(path: Path) -> list[ReasoningQuestion]:
+    """SciQ without its support passage; the correct answer's position is drawn from a hash of the question, so
+    it is stable and spread evenly over A-D."""
+    if not path.is_file():
+        raise DataError(f"dataset file {str(path)!r} is missing")
+    out = []
+    for row in json.loads(path.read_text(encoding="utf-8")):
+        qid = f"sciq/{stable_hash(row['question'] + row['correct_answer'], length=10)}"
+        options = [row["distractor1"], row["distractor2"], row["distractor3"]]
+        position = int(stable_hash(qid, length=8), 16) % 4
+        options.insert(position, row["correct_answer"])
+        out.append(ReasoningQuestion(qid=qid, question=f"{row['question']}\n{_lettered(options)}",
+                                     answer="ABCD"[position]))
+    return out
+
+
+def _piqa(root: Path) -> list[ReasoningQuestion]:
+    """PIQA's validation file (the test labels are not public): a goal and two solutions, A or B."""
+    rows = _jsonl(root / "piqa/valid.jsonl")
+    labels_path = root / "piqa/valid-labels.lst"
+    if not labels_path.is_file():
+        raise DataError(f"dataset file {str(labels_path)!r} is missing")
+    labels = labels_path.read_text(encoding="utf-8").split()
+    if len(labels) != len(rows):
+        raise DataError(f"{labels_path}: {len(labels)} labels for {len(rows)} questions")
+    return [ReasoningQuestion(qid=f"piqa/{stable_hash(r['goal'] + r['sol1'], length=10)}",
+                              question=f"Goal: {r['goal']}\n{_lettered([r['sol1'], r['sol2']])}",
+                              answer="AB"[int(label)]) for r, label in zip(rows, labels)]
