@@ -8,7 +8,7 @@ import pytest
 
 from w2slab.errors import ConfigError
 from w2slab.feedback.selfimprove import (SelfImproveConfig, blind, expected_calibration_error, generate_in_chunks,
-                                         round_metrics, run_self_improvement, sample_requests, select_training, vote)
+                                         round_metrics, sample_requests, select_training, vote)
 from w2slab.tasks.reasoning import TASKS, extract_answer, load_reasoning
 
 VALID = {"gsm8k": lambda a: a.lstrip("-").replace(".", "", 1).isdigit(), "strategyqa": lambda a: a in ("yes", "no"),
