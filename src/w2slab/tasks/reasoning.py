@@ -14,6 +14,8 @@ from pathlib import Path
 from ..errors import DataError, UnknownNameError
 from ..io import stable_hash
 from ..paths import data_dir as resolve_data_dir
+from .qa import _read_piqa
+from .readers import read_json_list
 
 TASKS = ("gsm8k", "strategyqa", "openbookqa", "sciq", "piqa")
 TASKS_WITH_RATIONALES = ("gsm8k",)  # gold chains of thought, for the 'gold' SFT control
@@ -140,10 +142,8 @@ def _lettered(options: list[str]) -> str:
 def _sciq(path: Path) -> list[ReasoningQuestion]:
     """SciQ without its support passage; the correct answer's position is drawn from a hash of the question, so
     it is stable and spread evenly over A-D."""
-    if not path.is_file():
-        raise DataError(f"dataset file {str(path)!r} is missing")
     out = []
-    for row in json.loads(path.read_text(encoding="utf-8")):
+    for row in read_json_list(path):
         qid = f"sciq/{stable_hash(row['question'] + row['correct_answer'], length=10)}"
         options = [row["distractor1"], row["distractor2"], row["distractor3"]]
         position = int(stable_hash(qid, length=8), 16) % 4
@@ -155,13 +155,6 @@ def _sciq(path: Path) -> list[ReasoningQuestion]:
 
 def _piqa(root: Path) -> list[ReasoningQuestion]:
     """PIQA's validation file (the test labels are not public): a goal and two solutions, A or B."""
-    rows = _jsonl(root / "piqa/valid.jsonl")
-    labels_path = root / "piqa/valid-labels.lst"
-    if not labels_path.is_file():
-        raise DataError(f"dataset file {str(labels_path)!r} is missing")
-    labels = labels_path.read_text(encoding="utf-8").split()
-    if len(labels) != len(rows):
-        raise DataError(f"{labels_path}: {len(labels)} labels for {len(rows)} questions")
     return [ReasoningQuestion(qid=f"piqa/{stable_hash(r['goal'] + r['sol1'], length=10)}",
                               question=f"Goal: {r['goal']}\n{_lettered([r['sol1'], r['sol2']])}",
-                              answer="AB"[int(label)]) for r, label in zip(rows, labels)]
+                              answer="AB"[int(r["label"])]) for r in _read_piqa(root)]
