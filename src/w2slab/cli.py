@@ -571,6 +571,13 @@ def cmd_selfimprove(args) -> None:
     run(args)
 
 
+def cmd_oversight(args) -> None:
+    """`w2slab oversight run`."""
+    from .cli_feedback import cmd_oversight as run
+
+    run(args)
+
+
 def cmd_judge(args) -> None:
     """`w2slab judge serve`."""
     from .cli_feedback import cmd_judge as run
@@ -593,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "report": cmd_report,
                "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache, "generate": cmd_generate,
                "score": cmd_score, "serve": cmd_serve, "study": cmd_study, "critiques": cmd_critiques,
-               "judge": cmd_judge, "selfimprove": cmd_selfimprove}[args.command]
+               "judge": cmd_judge, "selfimprove": cmd_selfimprove, "oversight": cmd_oversight}[args.command]
     try:
         _check_places(args)
         status = handler(args) or 0

@@ -1,5 +1,5 @@
-"""The feedback half's subcommands (`w2slab critiques ...`, `w2slab judge serve`, `w2slab selfimprove run`): thin
-shells over
+"""The feedback half's subcommands (`w2slab critiques ...`, `w2slab judge serve`, `w2slab selfimprove run`,
+`w2slab oversight run`): thin shells over
 :mod:`w2slab.feedback` and :mod:`w2slab.judging`, registered by :func:`add_commands`."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, add_dirs) -> None:
-    """Register `critiques bugs|run`, `judge serve` and `selfimprove run` on the main parser's subcommands (the argument types and
+    """Register `critiques bugs|run`, `judge serve`, `selfimprove run` and `oversight run` on the main parser's subcommands (the argument types and
     the folder options come from cli.py, so every command checks its input alike)."""
     critiques = sub.add_parser("critiques", help="verified bugs, AI critiques and judges with and without them")
     csub = critiques.add_subparsers(dest="action", required=True)
@@ -84,6 +84,23 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, ad
     srun.add_argument("--n-test", type=positive_int, help="test questions (the first N of the test split)")
     srun.add_argument("--max-tokens", type=positive_int, help="answer length cap in tokens")
     add_dirs(srun, data=True, results=True)
+
+    oversight = sub.add_parser("oversight", help="consultancy, debate and sandwiching for a judge without the passage")
+    osub = oversight.add_subparsers(dest="action", required=True)
+    orun = osub.add_parser("run", help="experts argue, judges decide; rows to the store, transcripts to results")
+    orun.add_argument("config", nargs="?", help="TOML file of OversightConfig fields (flags below override it)")
+    orun.add_argument("--experiment", help="name of the rows in the store and of the output folder")
+    orun.add_argument("--task", help="a task with a passage: quail, cosmos_qa, boolq")
+    orun.add_argument("--n-questions", type=positive_int, help="the first N questions of the task")
+    orun.add_argument("--judges", type=_list, help="comma-separated judge models (they never see the passage)")
+    orun.add_argument("--experts", type=_list, help="comma-separated expert models (debaters, consultants, assistants)")
+    orun.add_argument("--protocols", type=_list, help="comma-separated: consultancy, debate, sandwich (blind and "
+                                                      "expert always run)")
+    orun.add_argument("--rounds", type=positive_int, help="argument rounds (sandwich: question-answer exchanges)")
+    orun.add_argument("--sequential", action="store_const", const=True, help="debaters speak in turn, not at once")
+    orun.add_argument("--seeds", type=_seeds, help="sampling seeds, e.g. 0,1,2")
+    orun.add_argument("--max-tokens", type=positive_int, help="argument length cap in tokens")
+    add_dirs(orun, data=True, results=True)
 
 
 def cmd_critiques(args) -> None:
@@ -192,6 +209,30 @@ def cmd_selfimprove(args) -> None:
                              "reference_acc", "change", "gap_recovered")) if rows else "no gap rows (see below)")
     for line in stopped:
         print(f"stopped early: {line}")
+
+
+def cmd_oversight(args) -> None:
+    """`w2slab oversight run`: the oversight study; prints judge accuracy per protocol and the gap recovered."""
+    from .feedback.oversight_run import OversightConfig, run_oversight
+    from .report.judging import oversight_table
+    from .report.table import format_rows
+    from .runner.store import ResultsStore
+    from .paths import results_dir
+
+    overrides = {k: getattr(args, k) for k in ("experiment", "task", "n_questions", "judges", "experts", "protocols",
+                                               "rounds", "sequential", "seeds", "max_tokens")}
+    config = (OversightConfig.from_toml(args.config, **overrides) if args.config else
+              OversightConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    result = run_oversight(config, results_dir=args.results_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                           progress=sys.stderr.isatty())
+    summaries = ResultsStore(results_dir(args.results_dir) / "results.sqlite").query(
+        "summaries", experiment=config.experiment)
+    rows = oversight_table([s for s in summaries if s["result"].get("protocol") == "oversight"])
+    print(f"{result['n']} questions of {config.task}; judges alone: "
+          + ", ".join(f"{j} {r['blind']['accuracy']:.3f}" for j, r in result["judges"].items())
+          + "; experts alone: " + ", ".join(f"{e} {r['accuracy']:.3f}" for e, r in result["experts"].items()))
+    print(format_rows(rows, ("judge", "expert", "protocol", "judge_alone", "with_protocol", "expert_alone", "change",
+                             "gap_recovered")))
 
 
 def cmd_judge(args) -> None:

@@ -18,7 +18,7 @@ from ..evaluation import compare_paired, median_with_ci
 from ..paths import results_dir as resolve_results_dir
 from ..runner.store import ResultsStore
 from . import figures
-from .judging import critique_gap_table, is_feedback, judge_table
+from .judging import critique_gap_table, is_feedback, judge_table, oversight_table
 from .selfimprove import round_table, selfimprove_figures, selfimprove_gap_table
 
 
@@ -165,7 +165,8 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
               "label_filtering": filter_table(runs), "self_training": self_training_table(runs),
               "critique_gaps": critique_gap_table(protocol("critiques")), "judges": judge_table(judgements),
               "selfimprove_gaps": selfimprove_gap_table(protocol("selfimprove")),
-              "selfimprove_rounds": round_table(rounds)}
+              "selfimprove_rounds": round_table(rounds),
+              "oversight": oversight_table(protocol("oversight"))}
     images = []
     for t in sorted({s["task"] for s in summaries}):
         images.append((f"{t}: test accuracy vs student size", figures.accuracy_vs_size(summaries, t)))
@@ -185,6 +186,9 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     try:
         for name, rows in tables.items():
             _write_csv(staging / f"{name}.csv", rows)
+        if tables["oversight"]:
+            (staging / "transcripts.html").write_text(
+                transcripts_page(results, sorted({s["experiment"] for s in protocol("oversight")})), encoding="utf-8")
         (staging / "index.html").write_text(_page(everything_rows, runs, tables, images), encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
@@ -192,6 +196,38 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / "index.html"
+
+
+def transcripts_page(results: Path, experiments: list[str], *, per_protocol: int = 40) -> str:
+    """The first ``per_protocol`` oversight transcripts of each (experiment, protocol, expert, judge, seed), as the
+    judge saw them, with the correct answer marked."""
+    import json
+
+    parts = ['<!doctype html><html lang="en"><head><meta charset="utf-8"><title>oversight transcripts</title>'
+             "<style>body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto}"
+             ".turn{margin:.4em 0 .4em 1em}.q{border-top:1px solid #ccc;padding-top:.5em}</style></head><body>"
+             "<h1>Oversight transcripts</h1><p><b>Generated text</b>: it may be wrong, misleading or offensive.</p>"]
+    for experiment in experiments:
+        path = results / "oversight" / experiment / "transcripts.jsonl"
+        if not path.is_file():
+            continue
+        shown: dict[tuple, int] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            t = json.loads(line)
+            key = (t["protocol"], t["expert"], t["judge"], t["seed"])
+            shown[key] = shown.get(key, 0) + 1
+            if shown[key] > per_protocol:
+                continue
+            answers = "".join(f"<li>{'✔ ' if i == t['correct'] else ''}{html.escape(a)}</li>"
+                              for i, a in enumerate(t["answers"]))
+            turns = "".join(f'<div class="turn"><b>{html.escape(u["speaker"])}'
+                            f'{" for " + html.escape(t["answers"][u["side"]]) if u["side"] is not None else ""}'
+                            f"</b>: {html.escape(u['shown'])}</div>" for u in t["turns"])
+            parts.append(f'<div class="q"><p>{html.escape(experiment)} · {html.escape(t["protocol"])} · expert '
+                         f'{html.escape(t["expert"])}{" · judge " + html.escape(t["judge"]) if t["judge"] else ""} · '
+                         f'seed {t["seed"]}</p><p><b>{html.escape(t["question"])}</b></p><ol type="A">{answers}</ol>'
+                         f"{turns}</div>")
+    return "".join(parts) + "</body></html>"
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -266,6 +302,15 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
             ("Judges: people and models", "judges",
              "Every stored judgement, by judge and condition. catch_rate: buggy programs called buggy; false_alarm: "
              "correct programs called buggy; median_seconds: time per item for people (from the judging page)."),
+        ]
+    if tables.get("oversight"):
+        sections += [
+            ("Oversight: a judge without the passage", "oversight",
+             "The judge sees the question and two answers only; experts read the passage. judge_alone: no help; "
+             "with_protocol: after reading the consultancy, debate or sandwiching transcript; expert_alone: the expert "
+             "model answering with the passage. change: paired over questions and seeds; gap recovered = (with − "
+             "alone) / (expert − alone), same bootstrap and 'undefined' rule as PGR. Transcripts (generated text, may "
+             "be wrong or offensive): <a href=\"transcripts.html\">transcripts.html</a>."),
         ]
     if tables.get("selfimprove_gaps") or tables.get("selfimprove_rounds"):
         sections += [

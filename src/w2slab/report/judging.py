@@ -1,5 +1,6 @@
-"""Report tables for judged items: the gap a critique recovers (summaries rows of protocol 'critiques') and every
-judge's accuracy, catch rate and false alarms — people and models side by side — from the judgements table."""
+"""Report tables for judged items: the gap a critique recovers (summaries rows of protocol 'critiques'), every
+judge's accuracy, catch rate and false alarms — people and models side by side — from the judgements table, and
+judge accuracy per oversight protocol (summaries rows of protocol 'oversight')."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,11 +28,31 @@ def critique_gap_table(summaries: list[dict]) -> list[dict]:
     return rows
 
 
+def oversight_table(summaries: list[dict]) -> list[dict]:
+    """One row per (experiment, task, judge, expert, protocol): the judge alone, with the protocol's transcript, the
+    expert alone; the paired accuracy change and the gap recovered, each with its 95% interval."""
+    rows = []
+    for s in sorted(summaries, key=lambda s: (s["experiment"], s["task"], s["weak"], s["loss"])):
+        r = s["result"]
+        change = r["change"]
+        rows.append({"experiment": s["experiment"], "task": s["task"], "judge": r["judge"], "expert": r["expert"],
+                     "protocol": r["oversight_protocol"], "rounds": r["rounds"],
+                     "judge_alone": round(s["floor"], 4), "with_protocol": round(s["transfer"], 4),
+                     "expert_alone": round(s["ceiling"], 4),
+                     "change": f"{change['mean']:+.3f} [{change['ci'][0]:+.3f}, {change['ci'][1]:+.3f}]",
+                     "gap_recovered": (f"{s['pgr']:+.2f} [{s['pgr_low']:+.2f}, {s['pgr_high']:+.2f}]"
+                                       if s["defined"] else "undefined"),
+                     "reason": s["reason"] or ""})
+    return rows
+
+
 def judge_table(judgements: list[dict]) -> list[dict]:
     """One row per (experiment, judge kind, judge, condition, critic): judgements, distinct items, accuracy,
     catch rate (buggy called buggy), false alarms (correct called buggy) and median seconds per item (people)."""
     groups: dict[tuple, list[dict]] = {}
     for j in judgements:
+        if j["condition"] not in ("alone", "critique"):
+            continue  # oversight verdicts: see oversight_table
         groups.setdefault((j["experiment"], j["judge_kind"], j["judge"], j["condition"], j["critic"]), []).append(j)
     rows = []
     for (experiment, kind, judge, condition, critic), js in sorted(groups.items()):

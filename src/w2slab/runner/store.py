@@ -58,7 +58,9 @@ RUN_COLUMNS = ("run_key", "experiment", "created_at", "task", "weak", "strong", 
 SUMMARY_COLUMNS = ("summary_key", "experiment", "created_at", "task", "weak", "strong", "loss", "strong_to_strong",
                    "floor", "transfer", "ceiling", "pgr", "pgr_low", "pgr_high", "defined", "reason", "result")
 FAILURE_COLUMNS = ("run_key", "experiment", "created_at", "task", "weak", "strong", "loss", "seed", "stage", "error")
-# condition: 'alone' or 'critique' (critic names the critic); decision: 1 = judged buggy; seconds: time to judge
+# critiques: condition 'alone' or 'critique' (critic names the critic), buggy = the truth, decision 1 = judged buggy;
+# oversight: condition = the protocol, critic = the expert model, buggy = 1 when answer B is correct, p_buggy = P(B);
+# seconds: time to judge (people)
 JUDGEMENT_COLUMNS = ("judgement_key", "experiment", "created_at", "item_id", "problem_id", "judge", "judge_kind",
                      "condition", "critic", "seed", "buggy", "p_buggy", "decision", "seconds", "meta")
 # round 0 is the base model; kept / kept_wrong_share describe the training set the round's outputs selected

@@ -1,0 +1,117 @@
+"""Oversight protocols: quote verification on real transcripts, consultancy balance, a judge that never sees the
+passage, and a full two-round study end to end with the generation cache proving reuse."""
+import pytest
+
+from w2slab.errors import ConfigError, DataError
+from w2slab.feedback import oversight as O
+from w2slab.tasks.passages import load_passage_questions
+
+
+class Recording:
+    """A real LM that also keeps every prompt it is asked to score (to check what a judge sees)."""
+
+    def __init__(self, lm):
+        self.lm, self.prompts = lm, []
+
+    def loglikelihood(self, requests):
+        self.prompts += [m["content"] for r in requests for m in r.messages]
+        return self.lm.loglikelihood(requests)
+
+
+def test_passage_questions_are_two_answer_and_balanced(data_dir):
+    for task in ("quail", "cosmos_qa", "boolq"):
+        qs = load_passage_questions(task, data_dir=data_dir, limit=200)
+        assert len(qs) == 200 and all(len(q.answers) == 2 and q.answers[0] != q.answers[1] for q in qs)
+        assert 70 <= sum(q.correct for q in qs) <= 130  # the correct answer's position is spread over A and B
+        assert all("not enough information" not in a.lower() for q in qs for a in q.answers)
+    assert [q.qid for q in load_passage_questions("quail", data_dir=data_dir, limit=5)] == \
+        [q.qid for q in load_passage_questions("quail", data_dir=data_dir, limit=200)[:5]]
+    with pytest.raises(DataError, match="no context field"):
+        load_passage_questions("sst2", data_dir=data_dir)
+
+
+def test_quotes_on_a_real_transcript_true_verified_altered_not(data_dir, cache_dir):
+    from w2slab.lm import load_lm
+
+    [q] = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=1)
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        [[turn]] = O.run_protocol("debate", [q], expert_lm=lm, rounds=1)[:1] and [O.run_protocol(
+            "consultancy", [q], expert_lm=lm, rounds=1)[0]]
+    true_quote = " ".join(q.passage.split()[2:9])
+    altered = true_quote.replace(true_quote.split()[3], "zebra", 1)
+    text = f"{turn.text} <quote>{true_quote}</quote> and <quote>{altered}</quote> and <quote>never closed"
+    shown, quotes, unparseable = O.verify_quotes(text, q.passage)
+    assert quotes[-2:] == [{"text": true_quote, "verified": True}, {"text": altered, "verified": False}]
+    assert f"<v_quote>{true_quote}</v_quote>" in shown and f"<u_quote>{altered}</u_quote>" in shown
+    assert unparseable == 1 and "<quote>" not in shown
+    for quote in turn.quotes:  # whatever the model quoted itself is verified exactly when it is in the passage
+        assert quote["verified"] == (O._normal(quote["text"]) in O._normal(q.passage))
+
+
+def test_consultants_argue_for_the_correct_answer_half_of_the_time(data_dir):
+    qs = load_passage_questions("boolq", data_dir=data_dir, limit=40)
+    for seed in (0, 1):
+        sides = O.consultant_sides(qs, seed)
+        assert sum(s == q.correct for s, q in zip(sides, qs)) == 20
+    assert O.consultant_sides(qs, 0) != O.consultant_sides(qs, 1)
+
+
+def test_the_judge_never_sees_the_passage(data_dir, cache_dir):
+    from w2slab.lm import load_lm
+
+    qs = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=2)
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        judge = Recording(lm)
+        for protocol in ("consultancy", "debate", "sandwich"):
+            transcripts = O.run_protocol(protocol, qs, expert_lm=lm, judge_lm=lm, rounds=1)
+            O.p_correct(judge, qs, transcripts)
+        O.p_correct(judge, qs, [None] * 2)
+        leaked = [p for p in judge.prompts for q in qs if q.passage[:80] in p]
+        assert judge.prompts and leaked == []
+        expert = Recording(lm)
+        O.p_correct(expert, qs, [None] * 2, passage=True)  # the same check catches a prompt that does show it
+        assert all(any(q.passage[:80] in p for p in expert.prompts) for q in qs)
+
+
+def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache_dir, tmp_path):
+    from w2slab.feedback.oversight_run import OversightConfig, run_oversight
+    from w2slab.lm.cache import GenerationCache, cache_file
+    from w2slab.report import write_report
+    from w2slab.runner.store import ResultsStore
+
+    config = OversightConfig(experiment="ov-test", task="cosmos_qa", n_questions=3, judges=("smollm2",),
+                             experts=("smollm2",), rounds=2, seeds=(0, 1), max_tokens=48, words=30)
+    result = run_oversight(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    assert result["n"] == 3 and set(result["judges"]["smollm2"]["smollm2"]) == {"consultancy", "debate", "sandwich"}
+    debate = result["quotes"]["debate:smollm2"]
+    assert len(debate) == 2 and all(s["arguments"] == 3 * 2 * 2 for s in debate)  # 3 questions x 2 rounds x 2 sides
+    store = ResultsStore(tmp_path / "results.sqlite")
+    rows = store.query("judgements", experiment="ov-test")
+    assert len(rows) == 3 * (1 + 1 + 3 * 2)  # blind, expert, 3 protocols x 2 seeds
+    summaries = store.query("summaries", experiment="ov-test")
+    assert {s["result"]["oversight_protocol"] for s in summaries} == {"consultancy", "debate", "sandwich"}
+    assert all(s["floor"] == result["judges"]["smollm2"]["blind"]["accuracy"] for s in summaries)
+
+    cache = GenerationCache(cache_file(cache_dir)).counts()
+    again = run_oversight(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    assert GenerationCache(cache_file(cache_dir)).counts() == cache  # every argument and verdict came from the cache
+    assert again["judges"] == result["judges"]
+    assert len(store.query("judgements", experiment="ov-test")) == len(rows)
+
+    report = write_report(results_dir=tmp_path, experiment="ov-test")
+    assert "Oversight: a judge without the passage" in report.read_text()
+    assert "Debater for" in (report.parent / "transcripts.html").read_text() or \
+        "debater for" in (report.parent / "transcripts.html").read_text()
+
+
+def test_config_is_checked(data_dir):
+    from w2slab.feedback.oversight_run import OversightConfig
+
+    with pytest.raises(DataError, match="no context field"):
+        OversightConfig(task="sst2")
+    with pytest.raises(ConfigError, match="rounds"):
+        OversightConfig(rounds=0)
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        OversightConfig(protocols=("debate", "duel"))
+    with pytest.raises(ConfigError, match="rounds"):
+        O.run_protocol("debate", [], expert_lm=None, rounds=0)
