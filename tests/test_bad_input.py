@@ -118,6 +118,13 @@ CASES = [
     (["critiques", "bugs", "--source", "ok.csv"], "unreadable"),
     (["critiques", "bugs", "--source", "mbpp", "--limit", "2", "--kinds", "typo"], "unknown mutation kind"),
     (["judge", "serve", "--items", "missing.jsonl", "--experiment", "e"], "does not exist"),
+    # oversight protocols
+    (["oversight", "run", "--task", "sst2"], "no context field"),
+    (["oversight", "run", "--task", "nosuchtask"], "unknown task"),
+    (["oversight", "run", "--rounds", "0"], "--rounds"),
+    (["oversight", "run", "--protocols", "debate,duel"], "unknown protocol(s) duel"),
+    (["oversight", "run", "--seeds", "-1"], "--seeds"),
+    (["oversight", "run", "crit.toml"], "unknown key(s) critic"),
     # self-improvement
     (["selfimprove", "run", "broken.toml"], "not valid TOML"),
     (["selfimprove", "run", "si.toml"], "unknown key(s) task"),

@@ -123,3 +123,40 @@ def test_double_submission_from_the_page_itself(server):
         browser.close()
     assert sorted(statuses) == [0, 409]  # 0: the opaque redirect of the one accepted submission
     assert len(store.query("judgements", experiment="people")) == 1
+
+
+def test_a_person_judges_oversight_questions_in_chromium(data_dir, tmp_path):
+    """Choice items (oversight): question and two answers, sometimes a debate transcript with marked quotes; the
+    passage is never on the page; verdicts land as condition 'blind' or the protocol."""
+    from playwright.sync_api import sync_playwright
+
+    from w2slab.tasks.passages import load_passage_questions
+
+    questions = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=N_ITEMS)
+    items = [{"format": "choice", "item_id": q.qid, "problem_id": q.qid, "question": q.question,
+              "answers": list(q.answers), "correct": q.correct,
+              "critiques": {"debate:expert": f'Debater arguing for "{q.correct_answer}": '
+                                             f"<v_quote>{' '.join(q.passage.split()[:5])}</v_quote> <u_quote>made up"
+                                             "</u_quote>"}} for q in questions]
+    store = ResultsStore(tmp_path / "results.sqlite")
+    app = JudgingApp(items, store, experiment="people-choice", per_session=N_ITEMS, critique_share=0.5, seed=0)
+    with JudgingServer(app) as srv, sync_playwright() as p:
+        browser, page = _start_session(p, srv.url, "carol")
+        shown = 0
+        for k in range(N_ITEMS):
+            page.wait_for_selector("#answer-a")
+            content = page.content()
+            assert not any(q.passage[20:120] in content for q in questions)  # the story itself is never shown
+            if page.locator("#critique").count():
+                shown += 1
+                assert "✔" in page.inner_text("#critique") and "✘" in page.inner_text("#critique")
+            page.click("#choose-a" if k % 2 == 0 else "#choose-b")
+        page.wait_for_selector("#done")
+        browser.close()
+    assert shown == N_ITEMS // 2
+    rows = sorted(store.query("judgements", experiment="people-choice"), key=lambda r: r["created_at"])
+    assert [r["decision"] for r in rows] == [0, 1, 0, 1]  # 1 = chose B
+    assert sorted(r["condition"] for r in rows) == ["blind", "blind", "debate", "debate"]
+    assert all(r["critic"] == ("expert" if r["condition"] == "debate" else "") for r in rows)
+    truth = {q.qid: q.correct for q in questions}
+    assert all(r["buggy"] == truth[r["item_id"]] for r in rows)

@@ -1,5 +1,7 @@
 """Oversight protocols: quote verification on real transcripts, consultancy balance, a judge that never sees the
 passage, and a full two-round study end to end with the generation cache proving reuse."""
+import json
+
 import pytest
 
 from w2slab.errors import ConfigError, DataError
@@ -98,6 +100,12 @@ def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache
     assert again["judges"] == result["judges"]
     assert len(store.query("judgements", experiment="ov-test")) == len(rows)
 
+    from w2slab.judging import read_items
+
+    items = read_items(tmp_path / "oversight" / "ov-test" / "items.jsonl")  # what the human-judging page serves
+    assert len(items) == 3 and set(items[0]["critiques"]) == {"consultancy:smollm2", "debate:smollm2"}
+    assert not any(q.passage[:80] in json.dumps(i) for i in items for q in load_passage_questions(
+        "cosmos_qa", data_dir=data_dir, limit=3))
     report = write_report(results_dir=tmp_path, experiment="ov-test")
     assert "Oversight: a judge without the passage" in report.read_text()
     assert "Debater for" in (report.parent / "transcripts.html").read_text() or \

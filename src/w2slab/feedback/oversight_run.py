@@ -160,6 +160,7 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
     out["experts"] = _strip(out["experts"])
     folder = results / "oversight" / config.experiment
     _write_transcripts(folder / "transcripts.jsonl", questions, transcripts)
+    _write_items(folder / "items.jsonl", questions, transcripts)
     write_json(folder / "result.json", out | {"created_at": created})
     ResultsStore(results / "results.sqlite").write([], summaries, judgements=rows)
     return out
@@ -231,6 +232,22 @@ def _summary(config, created, judge, expert, protocol, gap) -> dict:
             "result": {"protocol": "oversight", "judge": judge, "expert": expert, "oversight_protocol": protocol,
                        "rounds": config.rounds, "sequential": config.sequential, "gap": g,
                        "change": gap["change"]}}
+
+
+def _write_items(path: Path, questions, transcripts: dict) -> None:
+    """The questions for the human-judging page (`w2slab judge serve --items`): format 'choice', with the first
+    seed's consultancy and debate transcripts as the help a person may be shown (sandwiching needs a live
+    assistant and is not served)."""
+    first_seed = min((key[-1] for key in transcripts), default=0)
+    with atomic_path(path) as tmp:
+        with tmp.open("w", encoding="utf-8") as f:
+            for i, q in enumerate(questions):
+                shown = {f"{protocol}:{expert}": O.transcript_text(q, ts[i])
+                         for (protocol, expert, judge, seed), ts in sorted(transcripts.items())
+                         if protocol in ("consultancy", "debate") and seed == first_seed}
+                f.write(json.dumps({"format": "choice", "item_id": q.qid, "problem_id": q.qid, "question": q.question,
+                                    "answers": list(q.answers), "correct": q.correct, "critiques": shown},
+                                   sort_keys=True) + "\n")
 
 
 def _write_transcripts(path: Path, questions, transcripts: dict) -> None:

@@ -2,7 +2,9 @@
 the model judges' rows (table ``judgements``, ``judge_kind`` = 'human').
 
 Items come from a JSONL file written by ``w2slab critiques run`` (``items.jsonl``: item_id, problem_id,
-description, code, buggy, critiques {critic: text}). A session draws ``per_session`` items in random order and
+description, code, buggy, critiques {critic: text}: "does this code have a bug?") or by ``w2slab oversight run``
+(format "choice": item_id, problem_id, question, answers [A, B], correct 0/1, critiques {"protocol:expert":
+transcript}: "which answer is correct?", the judge never sees the passage). A session draws ``per_session`` items in random order and
 gives exactly half of them (rounded down) an AI critique, at random; the page shows neither the condition's
 name, the critic, nor anything about the item's label. Each shown item has a one-time id: a submission with a
 missing or unknown id is refused (400 / 404), a second submission of the same id is refused (409) and writes
@@ -41,12 +43,15 @@ CREATE TABLE IF NOT EXISTS judge_assignments (
 );
 CREATE INDEX IF NOT EXISTS judge_assignments_by_session ON judge_assignments (session, position);
 """
-_ITEM_KEYS = {"item_id", "problem_id", "description", "code", "buggy", "critiques"}
+_ITEM_KEYS = {"code": {"item_id", "problem_id", "description", "code", "buggy", "critiques"},
+              "choice": {"item_id", "problem_id", "question", "answers", "correct", "critiques"}}
 
 
 def read_items(path: str | Path) -> list[dict]:
     """The items a person can judge: one JSON object per line with item_id, problem_id, description, code,
-    buggy (bool) and critiques ({critic name: critique text}, may be empty)."""
+    buggy (bool) and critiques ({critic name: critique text}, may be empty); or, with "format": "choice",
+    item_id, problem_id, question, answers (two), correct (0 or 1) and critiques ({"protocol:expert":
+    transcript}). One format per file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"items file {str(path)!r} does not exist (write one with `w2slab critiques run`)")
@@ -57,9 +62,17 @@ def read_items(path: str | Path) -> list[dict]:
                 if not line.strip():
                     continue
                 row = json.loads(line)
-                missing = _ITEM_KEYS - set(row) if isinstance(row, dict) else _ITEM_KEYS
+                kind = row.get("format", "code") if isinstance(row, dict) else "code"
+                if kind not in _ITEM_KEYS:
+                    raise DataError(f"{path}, line {number}: format must be 'code' or 'choice', got {kind!r}")
+                missing = _ITEM_KEYS[kind] - set(row) if isinstance(row, dict) else _ITEM_KEYS[kind]
                 if missing:
                     raise DataError(f"{path}, line {number}: missing field(s) {', '.join(sorted(missing))}")
+                if kind == "choice" and (len(row["answers"]) != 2 or row["correct"] not in (0, 1)):
+                    raise DataError(f"{path}, line {number}: a choice item needs two answers and correct 0 or 1")
+                if items and kind != items[0].get("format", "code"):
+                    raise DataError(f"{path}, line {number}: a {kind!r} item among "
+                                    f"{items[0].get('format', 'code')!r} items (one format per file)")
                 items.append(row)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
@@ -82,6 +95,7 @@ class JudgingApp:
         if not 0 <= critique_share <= 1:
             raise ConfigError(f"critique_share must be in [0, 1], got {critique_share!r}")
         self.items = {item["item_id"]: item for item in items}
+        self.kind = items[0].get("format", "code") if items else "code"
         self.store, self.experiment = store, experiment
         self.per_session, self.critique_share = min(per_session, len(items)), critique_share
         self._rng = np.random.default_rng(seed) if seed is not None else None
@@ -126,11 +140,13 @@ class JudgingApp:
         return {"token": token, "item": item, "critique": item["critiques"].get(critic) if critic else None}, progress
 
     def record(self, token: str | None, decision: str | None, client_ms: str | None = None) -> tuple[int, str, str | None]:
-        """Store one verdict: (HTTP status, message, session to continue). 'yes' = the code has a bug."""
+        """Store one verdict: (HTTP status, message, session to continue). Code items: 'yes' = the code has a bug;
+        choice items: 'A' or 'B' (stored as decision 1 = B, buggy = 1 when B is correct)."""
         if not token:
             return 400, "missing item id", None
-        if decision not in ("yes", "no"):
-            return 400, "decision must be yes or no", None
+        allowed = ("yes", "no") if self.kind == "code" else ("A", "B")
+        if decision not in allowed:
+            return 400, f"decision must be {allowed[0]} or {allowed[1]}", None
         with closing(self.store.connect()) as conn, conn:
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT session, judge, item_id, critic, served_at, answered FROM judge_assignments "
@@ -146,8 +162,7 @@ class JudgingApp:
                 "judgement_key": f"human:{token}", "experiment": self.experiment,
                 "created_at": datetime.now(timezone.utc).isoformat(), "item_id": item_id,
                 "problem_id": item["problem_id"], "judge": f"human:{judge}", "judge_kind": "human",
-                "condition": "critique" if critic else "alone", "critic": critic, "seed": 0,
-                "buggy": int(bool(item["buggy"])), "p_buggy": None, "decision": int(decision == "yes"),
+                **self._verdict(item, critic, decision), "seed": 0, "p_buggy": None,
                 "seconds": None if served_at is None else round(now - served_at, 3),
                 "meta": json.dumps({"session": session, "client_ms": _int_or_none(client_ms)})}
             columns = list(judgement)
@@ -155,6 +170,16 @@ class JudgingApp:
                          [judgement[c] for c in columns])
             conn.execute("UPDATE judge_assignments SET answered = 1 WHERE token = ?", (token,))
         return 303, "recorded", session
+
+
+    def _verdict(self, item: dict, critic: str, decision: str) -> dict:
+        """condition, critic, truth and decision columns of a verdict on ``item`` (see the store's columns)."""
+        if self.kind == "code":
+            return {"condition": "critique" if critic else "alone", "critic": critic,
+                    "buggy": int(bool(item["buggy"])), "decision": int(decision == "yes")}
+        protocol, _, expert = critic.partition(":")
+        return {"condition": protocol if critic else "blind", "critic": expert, "buggy": int(item["correct"]),
+                "decision": int(decision == "B")}
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -167,7 +192,7 @@ def _int_or_none(text: str | None) -> int | None:
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
           "pre{background:#f6f8fa;padding:1rem;overflow:auto}blockquote{border-left:4px solid #888;margin:1rem 0;"
           "padding:.5rem 1rem;background:#fffbe6}button{font-size:1.1rem;margin-right:1rem;padding:.4rem 1.2rem}"
-          "#timer{color:#666}")
+          "#timer{color:#666}blockquote#critique{white-space:pre-wrap}q.v{color:#060}q.u{color:#b00}")
 
 
 def _page(title: str, body: str) -> bytes:
@@ -175,14 +200,47 @@ def _page(title: str, body: str) -> bytes:
             f"<style>{_STYLE}</style></head><body>{body}</body></html>").encode("utf-8")
 
 
-def _start_page() -> bytes:
+def _start_page(kind: str = "code") -> bytes:
+    if kind == "choice":
+        intro = ("<h1>Judge answers</h1><p>You will see questions about stories you cannot read, each with two "
+                 "answers; one is correct. Some come with arguments or answers written by AI models that read the "
+                 "story; they may be wrong or argue for the wrong answer on purpose. Quotes marked ✔ were found in the "
+                 "story; quotes marked ✘ were not. For each question, choose the answer you think is correct.</p>")
+        return _page("w2slab judging", intro + _NAME_FORM)
     return _page("w2slab judging", (
         "<h1>Judge code</h1><p>You will see short Python programs, each with the problem it should solve. "
         "Some contain a bug. Some come with a critique written by an AI reviewer, which may be wrong. "
-        "For each program, decide whether it has a bug.</p>"
-        "<form method='post' action='/start'><label>Your name (letters, digits, - or _): "
-        "<input name='judge' id='judge' required pattern='[A-Za-z0-9_.-]+'></label> "
-        "<button type='submit' id='start'>Start</button></form>"))
+        "For each program, decide whether it has a bug.</p>" + _NAME_FORM))
+
+
+_NAME_FORM = ("<form method='post' action='/start'><label>Your name (letters, digits, - or _): "
+              "<input name='judge' id='judge' required pattern='[A-Za-z0-9_.-]+'></label> "
+              "<button type='submit' id='start'>Start</button></form>")
+_TIMER = ("<script>const t0=performance.now();setInterval(()=>{document.getElementById('timer').textContent="
+          "Math.round((performance.now()-t0)/1000)+' s'},1000);document.getElementById('verdict')"
+          ".addEventListener('submit',()=>{document.getElementById('client_ms').value="
+          "Math.round(performance.now()-t0)});</script>")
+
+
+def _choice_page(assignment: dict, progress: dict) -> bytes:
+    item = assignment["item"]
+    shown = assignment["critique"]
+    if shown is not None:
+        shown = (html.escape(shown).replace("&lt;v_quote&gt;", "<q class='v'>✔ ").replace("&lt;/v_quote&gt;", "</q>")
+                 .replace("&lt;u_quote&gt;", "<q class='u'>✘ ").replace("&lt;/u_quote&gt;", "</q>"))
+    transcript = ("" if shown is None else
+                  f"<h3>What AI models wrote (they may be wrong)</h3><blockquote id='critique'>{shown}</blockquote>")
+    a, b = (html.escape(x) for x in item["answers"])
+    return _page("w2slab judging", (
+        f"<p>Item {progress['done'] + 1} of {progress['total']} · <span id='timer'>0 s</span></p>"
+        f"<h2>Question</h2><p id='problem'>{html.escape(item['question'])}</p>"
+        f"<p>A: <span id='answer-a'>{a}</span><br>B: <span id='answer-b'>{b}</span></p>{transcript}"
+        "<form method='post' action='/judge' id='verdict'>"
+        f"<input type='hidden' name='item' value='{html.escape(assignment['token'])}'>"
+        "<input type='hidden' name='client_ms' id='client_ms' value=''>"
+        "<p>Which answer is correct?</p>"
+        "<button type='submit' name='decision' value='A' id='choose-a'>A</button>"
+        "<button type='submit' name='decision' value='B' id='choose-b'>B</button></form>" + _TIMER))
 
 
 def _item_page(assignment: dict, progress: dict) -> bytes:
@@ -200,11 +258,7 @@ def _item_page(assignment: dict, progress: dict) -> bytes:
         "<input type='hidden' name='client_ms' id='client_ms' value=''>"
         "<p>Does this code have a bug?</p>"
         "<button type='submit' name='decision' value='yes' id='yes'>Yes, it has a bug</button>"
-        "<button type='submit' name='decision' value='no' id='no'>No, it is correct</button></form>"
-        "<script>const t0=performance.now();setInterval(()=>{document.getElementById('timer').textContent="
-        "Math.round((performance.now()-t0)/1000)+' s'},1000);document.getElementById('verdict')"
-        ".addEventListener('submit',()=>{document.getElementById('client_ms').value="
-        "Math.round(performance.now()-t0)});</script>"))
+        "<button type='submit' name='decision' value='no' id='no'>No, it is correct</button></form>" + _TIMER))
 
 
 def _done_page(progress: dict) -> bytes:
@@ -242,14 +296,14 @@ def make_handler(app: JudgingApp):
         def do_GET(self):
             path = urllib.parse.urlparse(self.path).path
             if path == "/":
-                return self._send(200, _start_page())
+                return self._send(200, _start_page(app.kind))
             if path.startswith("/session/"):
                 try:
                     assignment, progress = app.next_item(path.split("/")[2])
                 except KeyError:
                     return self._error(404, "unknown session")
-                return self._send(200, _done_page(progress) if assignment is None
-                                  else _item_page(assignment, progress))
+                page = _item_page if app.kind == "code" else _choice_page
+                return self._send(200, _done_page(progress) if assignment is None else page(assignment, progress))
             return self._error(404, "no such page")
 
         def do_POST(self):
