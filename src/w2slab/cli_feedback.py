@@ -123,7 +123,7 @@ def cmd_critiques(args) -> None:
 
 def format_result(result: dict) -> str:
     """The headline table of a critiques run, as text."""
-    from .report.table import format_rows
+    from .report.table import format_rows, interval_text
 
     rows = []
     for judge, jr in result["judges"].items():
@@ -132,7 +132,7 @@ def format_result(result: dict) -> str:
             rows.append({"judge": judge, "critic": critic, "alone_acc": s["alone"]["accuracy"],
                          "assisted_acc": s["assisted"]["accuracy"], "catch": s["assisted"]["catch_rate"],
                          "false_alarm": s["assisted"]["false_alarm"],
-                         "uplift": f"{s['uplift']['mean']:+.3f} [{s['uplift']['ci'][0]:+.3f}, {s['uplift']['ci'][1]:+.3f}]",
+                         "uplift": interval_text(s["uplift"]),
                          "gap_vs_tests": _gap(gaps["tests"]), "gap_vs_critic": _gap(gaps["critic_alone"])})
     quality = [{"critic": c, **{k: q[k] for k in ("localised", "claims_on_buggy", "hallucinated")}}
                for c, q in result["quality"].items()]

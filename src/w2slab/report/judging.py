@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .table import interval_text, pgr_text
+
 
 def is_feedback(summary: dict) -> bool:
     """A summaries row written by a feedback protocol (its result names the protocol), not a W2S run."""
@@ -17,13 +19,10 @@ def critique_gap_table(summaries: list[dict]) -> list[dict]:
     rows = []
     for s in sorted(summaries, key=lambda s: (s["experiment"], s["weak"], s["loss"], s["strong"])):
         r = s["result"]
-        uplift = r["uplift"]
         rows.append({"experiment": s["experiment"], "task": s["task"], "judge": r["judge"], "critic": r["critic"],
                      "reference": s["strong"], "judge_alone": round(s["floor"], 4), "with_critique": round(s["transfer"], 4),
                      "reference_acc": round(s["ceiling"], 4),
-                     "uplift": f"{uplift['mean']:+.3f} [{uplift['ci'][0]:+.3f}, {uplift['ci'][1]:+.3f}]",
-                     "gap_recovered": (f"{s['pgr']:+.2f} [{s['pgr_low']:+.2f}, {s['pgr_high']:+.2f}]"
-                                       if s["defined"] else "undefined"),
+                     "uplift": interval_text(r["uplift"]), "gap_recovered": pgr_text(s),
                      "reason": s["reason"] or ""})
     return rows
 
@@ -34,14 +33,11 @@ def oversight_table(summaries: list[dict]) -> list[dict]:
     rows = []
     for s in sorted(summaries, key=lambda s: (s["experiment"], s["task"], s["weak"], s["loss"])):
         r = s["result"]
-        change = r["change"]
         rows.append({"experiment": s["experiment"], "task": s["task"], "judge": r["judge"], "expert": r["expert"],
                      "protocol": r["oversight_protocol"], "rounds": r["rounds"],
                      "judge_alone": round(s["floor"], 4), "with_protocol": round(s["transfer"], 4),
                      "expert_alone": round(s["ceiling"], 4),
-                     "change": f"{change['mean']:+.3f} [{change['ci'][0]:+.3f}, {change['ci'][1]:+.3f}]",
-                     "gap_recovered": (f"{s['pgr']:+.2f} [{s['pgr_low']:+.2f}, {s['pgr_high']:+.2f}]"
-                                       if s["defined"] else "undefined"),
+                     "change": interval_text(r["change"]), "gap_recovered": pgr_text(s),
                      "reason": s["reason"] or ""})
     return rows
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 
 from .figures import _plt, _png
+from .table import interval_text, pgr_text
 
 CONTROLS = {"oracle": "oracle filter (reads gold: upper bound)", "gold": "gold rationales SFT (control)",
             "none": "no filter (control)", "majority": "majority vote (LMSI)"}
@@ -19,13 +20,10 @@ def selfimprove_gap_table(summaries: list[dict]) -> list[dict]:
     rows = []
     for s in sorted(summaries, key=lambda s: (s["experiment"], s["task"], s["weak"], s["loss"])):
         r = s["result"]
-        change = r["change"]
         rows.append({"experiment": s["experiment"], "task": s["task"], "model": s["weak"], "filter": r["filter"],
                      "round": r["round"], "base_acc": round(s["floor"], 4), "trained_acc": round(s["transfer"], 4),
                      "reference": s["strong"], "reference_acc": round(s["ceiling"], 4),
-                     "change": f"{change['mean']:+.3f} [{change['ci'][0]:+.3f}, {change['ci'][1]:+.3f}]",
-                     "gap_recovered": (f"{s['pgr']:+.2f} [{s['pgr_low']:+.2f}, {s['pgr_high']:+.2f}]"
-                                       if s["defined"] else "undefined"),
+                     "change": interval_text(r["change"]), "gap_recovered": pgr_text(s),
                      "n_test": r["n_test"], "seeds": r["n_seeds"], "reason": s["reason"] or ""})
     return rows
 

@@ -17,13 +17,7 @@ import numpy as np
 from ..evaluation import compare_paired
 from ..io import atomic_path
 from .html import latest_per_key, median_table
-
-
-def _pgr_cell(s: dict) -> str:
-    if not s["defined"]:
-        return "undefined"
-    wide = " (wide)" if str(s.get("reason", "")).startswith("wide") else ""
-    return f"{s['pgr']:+.2f} [{s['pgr_low']:+.2f}, {s['pgr_high']:+.2f}]{wide}"
+from .table import pgr_text
 
 
 def paired_against(summaries: list[dict], baseline: str) -> list[dict]:
@@ -95,7 +89,7 @@ def study_markdown(summaries: list[dict], *, baseline: str = "xent", title: str 
             "| task | weak → strong | method | floor | transfer | ceiling | PGR [95% CI] |", "|---|---|---|---|---|---|---|"]
     for s in sorted(summaries, key=lambda s: (s["task"], s["weak"], s["strong"], s["loss"])):
         out.append(f"| {s['task']} | {s['weak']} → {s['strong']} | {s['loss']} | {s['floor']:.3f} | "
-                   f"{s['transfer']:.3f} | {s['ceiling']:.3f} | {_pgr_cell(s)} |")
+                   f"{s['transfer']:.3f} | {s['ceiling']:.3f} | {pgr_text(s)} |")
     if failures:
         reasons: dict[str, str] = {}
         for label, error in failures:

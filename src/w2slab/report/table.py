@@ -7,11 +7,17 @@ def _acc(summary: dict, name: str) -> str:
     return f"{r[f'{name}_accuracy_mean']:.3f}±{r[f'{name}_accuracy_sd']:.3f}"
 
 
-def _pgr(summary: dict) -> str:
+def pgr_text(summary: dict, undefined: str = "undefined") -> str:
+    """'+0.42 [+0.10, +0.80]' for a summaries row (' (wide)' when its interval is wider than 1), else ``undefined``."""
     if not summary["defined"]:
-        return "undefined*"
-    wide = " (wide)" if summary.get("reason", "").startswith("wide") else ""
+        return undefined
+    wide = " (wide)" if str(summary.get("reason") or "").startswith("wide") else ""
     return f"{summary['pgr']:+.2f} [{summary['pgr_low']:+.2f}, {summary['pgr_high']:+.2f}]{wide}"
+
+
+def interval_text(estimate: dict) -> str:
+    """'+0.027 [-0.018, +0.070]' for {"mean": m, "ci": [low, high]}."""
+    return f"{estimate['mean']:+.3f} [{estimate['ci'][0]:+.3f}, {estimate['ci'][1]:+.3f}]"
 
 
 def format_table(result) -> str:
@@ -23,7 +29,7 @@ def format_table(result) -> str:
         pair = f"{s['weak']} → {s['strong']}" + (" (s2s control)" if s["strong_to_strong"] else "")
         r = s["result"]
         auc = "/".join(f"{r[f'{n}_auc_mean']:.3f}" for n in ("floor", "transfer", "ceiling"))
-        rows.append([pair, s["loss"], _acc(s, "floor"), _acc(s, "transfer"), _acc(s, "ceiling"), _pgr(s), auc])
+        rows.append([pair, s["loss"], _acc(s, "floor"), _acc(s, "transfer"), _acc(s, "ceiling"), pgr_text(s, "undefined*"), auc])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     sizes = result.split_sizes
