@@ -1,6 +1,7 @@
 """The results store: one SQLite file (WAL mode) with a row per run, a row per PGR summary, a row per
 failed sweep run, and a row per judgement (a model's or a person's verdict on one item, e.g. "is this code
-buggy?", with or without an AI critique), and a row per self-improvement round (one model, task, filter and seed).
+buggy?", with or without an AI critique), a row per self-improvement round (one model, task, filter and seed),
+and a row per red-teaming attack (one target, method and seed).
 
 Rows are keyed by content hashes, so re-running an experiment replaces its rows instead of duplicating
 them, and two processes may write at once (WAL + busy timeout; each write is one transaction).
@@ -48,6 +49,12 @@ CREATE TABLE IF NOT EXISTS rounds (
     kept_wrong_share REAL, metrics TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rounds_by_experiment ON rounds (experiment);
+CREATE TABLE IF NOT EXISTS attacks (
+    attack_key TEXT PRIMARY KEY, experiment TEXT NOT NULL, created_at TEXT NOT NULL, red_lm TEXT NOT NULL,
+    target TEXT NOT NULL, method TEXT NOT NULL, seed INTEGER NOT NULL, n_cases INTEGER NOT NULL,
+    flagged INTEGER NOT NULL, raw_rate REAL, corrected_rate REAL, corrected_low REAL, corrected_high REAL,
+    metrics TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS judgements_by_experiment ON judgements (experiment);
 CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs (experiment);
 CREATE INDEX IF NOT EXISTS summaries_by_experiment ON summaries (experiment);
@@ -68,8 +75,12 @@ JUDGEMENT_COLUMNS = ("judgement_key", "experiment", "created_at", "item_id", "pr
 ROUND_COLUMNS = ("round_key", "experiment", "created_at", "task", "model", "filter", "seed", "round", "n_test",
                  "greedy_acc", "maj_acc", "greedy_unextractable", "sample_unextractable", "kept", "kept_wrong_share",
                  "metrics")
+# red teaming: one row per (target, method, seed); raw_rate = share of replies flagged, corrected_* = the rate
+# corrected for the classifier's measured error (None when the classifier is no better than chance)
+ATTACK_COLUMNS = ("attack_key", "experiment", "created_at", "red_lm", "target", "method", "seed", "n_cases",
+                  "flagged", "raw_rate", "corrected_rate", "corrected_low", "corrected_high", "metrics")
 COLUMNS = {"runs": RUN_COLUMNS, "summaries": SUMMARY_COLUMNS, "failures": FAILURE_COLUMNS,
-           "judgements": JUDGEMENT_COLUMNS, "rounds": ROUND_COLUMNS}
+           "judgements": JUDGEMENT_COLUMNS, "rounds": ROUND_COLUMNS, "attacks": ATTACK_COLUMNS}
 _JSON_FIELDS = {"metrics", "config", "timings", "provenance", "result", "meta"}
 
 
@@ -85,10 +96,12 @@ class ResultsStore:
         return conn
 
     def write(self, runs: list[dict], summaries: list[dict], *, failures: list[dict] = (),
-              resolved: list[str] = (), judgements: list[dict] = (), rounds: list[dict] = ()) -> None:
-        """Insert (or replace, by key) runs, summaries, failures, judgements and rounds, and delete the failures
-        of ``resolved`` run keys, in one transaction: all of it lands or none."""
+              resolved: list[str] = (), judgements: list[dict] = (), rounds: list[dict] = (),
+              attacks: list[dict] = ()) -> None:
+        """Insert (or replace, by key) runs, summaries, failures, judgements, rounds and attacks, and delete the
+        failures of ``resolved`` run keys, in one transaction: all of it lands or none."""
         with closing(self._connect()) as conn, conn:
+            conn.executemany(_insert("attacks", ATTACK_COLUMNS), [_row(a, ATTACK_COLUMNS) for a in attacks])
             conn.executemany(_insert("rounds", ROUND_COLUMNS), [_row(r, ROUND_COLUMNS) for r in rounds])
             conn.executemany(_insert("judgements", JUDGEMENT_COLUMNS),
                              [_row(j, JUDGEMENT_COLUMNS) for j in judgements])
@@ -98,7 +111,7 @@ class ResultsStore:
             conn.executemany("DELETE FROM failures WHERE run_key = ?", [(k,) for k in resolved])
 
     def query(self, table: str, **where: object) -> list[dict]:
-        """Rows of ``table`` ('runs', 'summaries', 'failures', 'judgements' or 'rounds') matching column = value filters (a list or
+        """Rows of ``table`` ('runs', 'summaries', 'failures', 'judgements', 'rounds' or 'attacks') matching column = value filters (a list or
         tuple value matches any of its items), JSON fields decoded."""
         columns = COLUMNS.get(table)
         if columns is None:
