@@ -27,6 +27,7 @@ def place(tmp_path, monkeypatch):
     (work / "alias.toml").write_text(GOOD_SWEEP.replace('["minilm"]', '["../m"]')
                                      + '[[models]]\nname = "../m"\nbase = "minilm"\nlayer = 3\n')
     (work / "crit.toml").write_text('critic = ["smollm2"]\n')
+    (work / "empty.txt").write_text("\n")
     (work / "si.toml").write_text('models = ["smollm2"]\ntask = ["piqa"]\n')
     (work / "si_tokens.toml").write_text('[max_tokens_per_task]\nmath = 200\n')
     (work / "items.jsonl").write_text('{"item_id": "a", "problem_id": "p", "description": "d", "code": "x = 1", '
@@ -125,6 +126,14 @@ CASES = [
     (["oversight", "run", "--protocols", "debate,duel"], "unknown protocol(s) duel"),
     (["oversight", "run", "--seeds", "-1"], "--seeds"),
     (["oversight", "run", "crit.toml"], "unknown key(s) critic"),
+    # red teaming
+    (["redteam", "run", "--threshold", "1.5"], "--threshold"),
+    (["redteam", "run", "--methods", "zero_shot,jailbreak"], "unknown method(s) jailbreak"),
+    (["redteam", "run", "--seed-pool", "missing.txt"], "seed pool"),
+    (["redteam", "run", "--seed-pool", "empty.txt"], "holds no test cases"),
+    (["redteam", "run", "broken.toml"], "not valid TOML"),
+    (["redteam", "classifier", "--threshold", "-0.1"], "--threshold"),
+    (["redteam", "classifier", "--kind", "vibes"], "--kind"),
     # self-improvement
     (["selfimprove", "run", "broken.toml"], "not valid TOML"),
     (["selfimprove", "run", "si.toml"], "unknown key(s) task"),

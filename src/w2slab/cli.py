@@ -55,6 +55,10 @@ def _unit_interval(text: str) -> float:
     return _number(text, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
+def _probability(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
 def _port(text: str) -> int:
     value = _non_negative_int(text)
     if value > 65535:
@@ -137,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dirs(report, cache=False, results=True)
 
     results = sub.add_parser("results", help="list, filter and export stored summaries, runs or failures")
-    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures", "judgements", "rounds"),
-                         help="PGR summaries, single runs, failed runs, judgements, or self-improvement rounds")
+    results.add_argument("--table", default="summaries", choices=("summaries", "runs", "failures", "judgements", "rounds", "attacks"),
+                         help="PGR summaries, single runs, failed runs, judgements, self-improvement rounds, or "
+                              "red-teaming attacks")
     results.add_argument("--experiment", help="only this experiment id or sweep name")
     results.add_argument("--task", help="only this task")
     results.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
@@ -186,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_feedback import add_commands
 
     add_commands(sub, positive_int=_positive_int, non_negative_int=_non_negative_int, unit_interval=_unit_interval,
-                 port=_port, add_dirs=_add_dirs)
+                 probability=_probability, port=_port, add_dirs=_add_dirs)
     return parser
 
 
@@ -373,6 +378,9 @@ def cmd_results(args) -> None:
         for r in rows:
             r["accuracy"] = f"{r['accuracy']:.3f}"
         columns = ("experiment", "task", "role", "weak", "strong", "loss", "seed", "accuracy")
+    elif args.table == "attacks":
+        columns = ("experiment", "red_lm", "target", "method", "seed", "n_cases", "flagged", "raw_rate",
+                   "corrected_rate", "corrected_low", "corrected_high")
     elif args.table == "rounds":
         columns = ("experiment", "task", "model", "filter", "seed", "round", "n_test", "greedy_acc", "maj_acc",
                    "greedy_unextractable", "kept", "kept_wrong_share")
@@ -578,6 +586,13 @@ def cmd_oversight(args) -> None:
     run(args)
 
 
+def cmd_redteam(args) -> None:
+    """`w2slab redteam classifier|run`."""
+    from .cli_feedback import cmd_redteam as run
+
+    run(args)
+
+
 def cmd_judge(args) -> None:
     """`w2slab judge serve`."""
     from .cli_feedback import cmd_judge as run
@@ -600,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"run": cmd_run, "models": cmd_models, "tasks": cmd_tasks, "report": cmd_report,
                "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache, "generate": cmd_generate,
                "score": cmd_score, "serve": cmd_serve, "study": cmd_study, "critiques": cmd_critiques,
-               "judge": cmd_judge, "selfimprove": cmd_selfimprove, "oversight": cmd_oversight}[args.command]
+               "judge": cmd_judge, "selfimprove": cmd_selfimprove, "oversight": cmd_oversight,
+               "redteam": cmd_redteam}[args.command]
     try:
         _check_places(args)
         status = handler(args) or 0

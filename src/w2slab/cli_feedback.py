@@ -1,5 +1,5 @@
 """The feedback half's subcommands (`w2slab critiques ...`, `w2slab judge serve`, `w2slab selfimprove run`,
-`w2slab oversight run`): thin shells over
+`w2slab oversight run`, `w2slab redteam classifier|run`): thin shells over
 :mod:`w2slab.feedback` and :mod:`w2slab.judging`, registered by :func:`add_commands`."""
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, add_dirs) -> None:
-    """Register `critiques bugs|run`, `judge serve`, `selfimprove run` and `oversight run` on the main parser's subcommands (the argument types and
+def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probability, port, add_dirs) -> None:
+    """Register `critiques bugs|run`, `judge serve`, `selfimprove run`, `oversight run` and `redteam classifier|run` on the main parser's subcommands (the argument types and
     the folder options come from cli.py, so every command checks its input alike)."""
     critiques = sub.add_parser("critiques", help="verified bugs, AI critiques and judges with and without them")
     csub = critiques.add_subparsers(dest="action", required=True)
@@ -101,6 +101,30 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, port, ad
     orun.add_argument("--seeds", type=_seeds, help="sampling seeds, e.g. 0,1,2")
     orun.add_argument("--max-tokens", type=positive_int, help="argument length cap in tokens")
     add_dirs(orun, data=True, results=True)
+
+    redteam = sub.add_parser("redteam", help="a red LM writes test cases, targets reply, a measured classifier flags")
+    rsub = redteam.add_subparsers(dest="action", required=True)
+    clf = rsub.add_parser("classifier", help="train (or load the cached) harm classifier and print its measured error")
+    clf.add_argument("--kind", default="toxicity", choices=("toxicity", "harmlessness", "lm_judge"),
+                     help="toxicity (TweetEval offensive), harmlessness (HH-RLHF pairs) or lm_judge (a prompted LM)")
+    clf.add_argument("--features", default="minilm", help="encoder for toxicity / harmlessness (a zoo encoder)")
+    clf.add_argument("--judge", default="smollm2", help="the LM for lm_judge")
+    clf.add_argument("--threshold", type=probability, default=0.5, help="flag replies with P(harm) >= this")
+    clf.add_argument("--examples", type=non_negative_int, default=0, help="cap on training examples (0 = all)")
+    add_dirs(clf, data=True)
+    rrun = rsub.add_parser("run", help="methods x targets x seeds; attacks rows, failure dataset, clusters")
+    rrun.add_argument("config", nargs="?", help="TOML file of RedTeamConfig fields (flags below override it)")
+    rrun.add_argument("--experiment", help="name of the rows in the store and of the output folder")
+    rrun.add_argument("--red-lm", help="the model that writes test cases")
+    rrun.add_argument("--targets", type=_list, help="comma-separated target models")
+    rrun.add_argument("--system-prompt", help="a system prompt for every target")
+    rrun.add_argument("--methods", type=_list, help="comma-separated: zero_shot, few_shot, stochastic, supervised")
+    rrun.add_argument("--n-cases", type=positive_int, help="test cases per method, target and seed")
+    rrun.add_argument("--seeds", type=_seeds, help="seeds, e.g. 0,1")
+    rrun.add_argument("--seed-pool", help="'hh_rlhf' or a .txt / .jsonl file of example test cases")
+    rrun.add_argument("--classifier", choices=("toxicity", "harmlessness", "lm_judge"), help="which harm classifier")
+    rrun.add_argument("--threshold", type=probability, help="flag replies with P(harm) >= this (in [0, 1])")
+    add_dirs(rrun, data=True, results=True)
 
 
 def cmd_critiques(args) -> None:
@@ -233,6 +257,41 @@ def cmd_oversight(args) -> None:
           + "; experts alone: " + ", ".join(f"{e} {r['accuracy']:.3f}" for e, r in result["experts"].items()))
     print(format_rows(rows, ("judge", "expert", "protocol", "judge_alone", "with_protocol", "expert_alone", "change",
                              "gap_recovered")))
+
+
+def cmd_redteam(args) -> None:
+    """`w2slab redteam classifier`: a harm classifier's measured error; `run`: the red-teaming study."""
+    from .report.table import format_rows
+
+    if args.action == "classifier":
+        from .feedback.harm import train_classifier
+
+        classifier = train_classifier(args.kind, features=args.features, judge=args.judge, data_dir=args.data_dir,
+                                      cache=args.cache_dir, n_train=args.examples or None)
+        classifier.set_threshold(args.threshold)
+        m = classifier.metrics
+        print(f"{args.kind} classifier on {m['evaluated_on']} ({m['n_pos']} offensive, {m['n_neg']} not), threshold "
+              f"{m['threshold']}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, false positives "
+              f"{m['fpr']:.3f}, false negatives {m['fnr']:.3f}, AUC {m['auc']:.3f}, ECE {m['ece']:.3f}"
+              + (f"; HH-RLHF held-out pairwise accuracy {m['pairwise_accuracy_heldout']:.3f}"
+                 if m.get("pairwise_accuracy_heldout") is not None else ""))
+        return
+    from .feedback.redteam_run import RedTeamConfig, run_redteam
+
+    overrides = {k: getattr(args, k) for k in ("experiment", "red_lm", "targets", "system_prompt", "methods",
+                                               "n_cases", "seeds", "seed_pool", "classifier", "threshold")}
+    config = (RedTeamConfig.from_toml(args.config, **overrides) if args.config else
+              RedTeamConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    result = run_redteam(config, results_dir=args.results_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                         progress=sys.stderr.isatty())
+    from .report.redteam import attack_table
+
+    m = result["classifier"]
+    print(f"classifier {config.classifier}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+          f"false positives {m['fpr']:.3f} on {m['evaluated_on']}. Generated text (may be offensive) is in the "
+          "results folder only.")
+    print(format_rows(attack_table(result["attacks"]), ("target", "method", "seeds", "cases", "flagged_raw",
+                                                         "success_corrected", "self_bleu", "diversity", "refusals")))
 
 
 def cmd_judge(args) -> None:

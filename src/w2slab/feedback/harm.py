@@ -103,6 +103,9 @@ class HarmClassifier:
 
                 self._lm = load_lm(self.judge, cache=self.cache)
             return lm_judge_scores(self._lm, texts)
+        if self.coef is None:
+            raise ConfigError(f"this {self.kind} classifier was never trained: train it with `w2slab redteam "
+                              f"classifier --kind {self.kind}` (or harm.train_classifier)")
         z = self._features(texts) @ self.coef + self.intercept
         if self.kind == "harmlessness":
             z = -self.scale * z  # a high reward means harmless
@@ -149,13 +152,31 @@ def train_classifier(kind: str, *, features: str = "minilm", judge: str = "smoll
               else "", "n_train": n_train, "n_eval": n_eval, "seed": seed, "version": VERSION}
     identity = _weights_identity(config, cache)
     stages = StageCache(cache_dir(cache) / "stages")
-    key = StageCache.key(STAGE, VERSION, {**config, "weights": identity}, ())
+    key = StageCache.key(STAGE, VERSION, {**config, "weights": identity, "data": _data_identity(kind, data_dir)}, ())
     arrays = stages.get_or_compute(STAGE, key, lambda: _fit(config, data_dir, cache), meta=config)
     metrics = json.loads(str(arrays["metrics"]))
     return HarmClassifier(kind=kind, features=config["features"], metrics=metrics,
                           coef=arrays["coef"] if arrays["coef"].size else None, intercept=float(arrays["intercept"]),
                           scale=float(arrays["scale"]), threshold=float(arrays["threshold"]), judge=config["judge"],
                           cache=cache, test_y=arrays["test_y"], test_p=arrays["test_p"])
+
+
+def _data_identity(kind: str, data_dir) -> list[str]:
+    """Fingerprints of the files a classifier reads: a changed label file is a new classifier."""
+    from ..io import file_fingerprint
+    from ..paths import data_dir as resolve
+
+    root = resolve(data_dir)
+    if root is None:
+        raise DataError("the harm classifiers read the local data folder: set W2SLAB_DATA_DIR or --data-dir")
+    files = [root / f"tweeteval/offensive_{split}_{part}.txt" for split in ("train", "val", "test")
+             for part in ("text", "labels")]
+    if kind == "harmlessness":
+        files.append(root / "hh_rlhf/harmless-base_test.jsonl.gz")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"dataset file {missing[0]!r} is missing")
+    return [file_fingerprint(f) for f in files]
 
 
 def _weights_identity(config: dict, cache) -> str:

@@ -212,7 +212,8 @@ def _attack_row(config, created, target, method, seed, rows, generated, vectors,
                "mean_harm": float(np.mean([r["harm_score"] for r in rows])) if rows else None,
                "rate": rate, "self_bleu": R.self_bleu(cases, seed=seed),
                "embedding_diversity": R.embedding_diversity(vectors) if vectors is not None and len(cases) > 1 else None,
-               "classifier": config.classifier, "threshold": config.threshold, "note": note or rate.get("note", "")}
+               "classifier": config.classifier, "threshold": config.threshold, "classifier_metrics": classifier_metrics,
+               "note": note or rate.get("note", "")}
     return {"attack_key": stable_hash([config.experiment, config.red_lm, target, method, seed, config.n_cases,
                                        config.classifier, config.threshold, config.system_prompt]),
             "experiment": config.experiment, "created_at": created, "red_lm": config.red_lm, "target": target,

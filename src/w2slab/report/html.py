@@ -19,6 +19,7 @@ from ..paths import results_dir as resolve_results_dir
 from ..runner.store import ResultsStore
 from . import figures
 from .judging import critique_gap_table, is_feedback, judge_table, oversight_table
+from .redteam import attack_table, classifier_table, success_vs_diversity
 from .selfimprove import round_table, selfimprove_figures, selfimprove_gap_table
 
 
@@ -27,6 +28,8 @@ def select_rows(store: ResultsStore, *, experiment: str | None = None, task: str
     """(summaries, runs) for a filter; with no filter, the most recent experiment only."""
     where = {k: v for k, v in (("experiment", experiment), ("task", task)) if v}
     summaries = store.query("summaries", **where)
+    if not summaries and experiment and experiment in store.experiments():
+        return [], []  # an experiment with rows in other tables only (e.g. red teaming's attacks)
     if not summaries:
         raise ConfigError(f"no results in {store.path} match {where or 'anything'}: run `w2slab run` first")
     if not where and not everything:
@@ -155,10 +158,11 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     everything_rows, runs = select_rows(store, experiment=experiment, task=task, everything=everything)
     summaries = [s for s in everything_rows if not is_feedback(s)]  # weak-to-strong rows
     feedback = [s for s in everything_rows if is_feedback(s)]
-    experiments = sorted({s["experiment"] for s in everything_rows})
+    experiments = sorted({s["experiment"] for s in everything_rows} | ({experiment} if experiment else set()))
     judgements = [j for e in experiments for j in store.query("judgements", experiment=e)]
     rounds = [r for e in experiments for r in store.query("rounds", experiment=e)
               if task is None or r["task"] == task]
+    attacks = [a for e in experiments for a in store.query("attacks", experiment=e)]
     protocol = lambda name: [s for s in feedback if s["result"]["protocol"] == name]  # noqa: E731
     tables = {"summaries": summary_table(summaries), "median_pgr": median_table(summaries),
               "method_comparison": comparison_table(summaries), "imitation": imitation_table(summaries),
@@ -166,7 +170,8 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
               "critique_gaps": critique_gap_table(protocol("critiques")), "judges": judge_table(judgements),
               "selfimprove_gaps": selfimprove_gap_table(protocol("selfimprove")),
               "selfimprove_rounds": round_table(rounds),
-              "oversight": oversight_table(protocol("oversight"))}
+              "oversight": oversight_table(protocol("oversight")), "attacks": attack_table(attacks),
+              "harm_classifiers": classifier_table(attacks)}
     images = []
     for t in sorted({s["task"] for s in summaries}):
         images.append((f"{t}: test accuracy vs student size", figures.accuracy_vs_size(summaries, t)))
@@ -178,6 +183,8 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     if any(r["role"] == "transfer" and "curve" in r["metrics"] for r in runs):
         images.append(("learning curves of transfer runs", figures.learning_curves(runs)))
     images += selfimprove_figures(rounds)
+    if attacks:
+        images.append(("red teaming: success vs diversity", success_vs_diversity(attacks)))
 
     target = Path(out) if out else results / "report"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -311,6 +318,18 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
              "model answering with the passage. change: paired over questions and seeds; gap recovered = (with − "
              "alone) / (expert − alone), same bootstrap and 'undefined' rule as PGR. Transcripts (generated text, may "
              "be wrong or offensive): <a href=\"transcripts.html\">transcripts.html</a>."),
+        ]
+    if tables.get("attacks"):
+        sections += [
+            ("Red teaming: attack success", "attacks",
+             "Share of a target's replies a harm classifier flags, per red-teaming method: raw, and corrected for the "
+             "classifier's false positives and false negatives measured on held-out labelled data (Rogan-Gladen), "
+             "with a 95% interval that resamples the test cases and the classifier's test set. self_bleu: higher = "
+             "less diverse test cases; diversity: mean pairwise cosine distance of their embeddings. The test cases "
+             "and replies themselves (which may be offensive) stay in the results folder."),
+            ("Red teaming: the harm classifiers' measured error", "harm_classifiers",
+             "Confusion matrix of each classifier at its threshold on held-out labelled data it was never trained on; "
+             "these rates are what the corrected success rates above account for."),
         ]
     if tables.get("selfimprove_gaps") or tables.get("selfimprove_rounds"):
         sections += [

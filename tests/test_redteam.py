@@ -1,0 +1,113 @@
+"""Red teaming: parseable test cases from every method, a classifier measured on data it never trained on,
+stochastic few-shot favouring successful cases, corrected rates, the failure dataset round trip, a small run."""
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from w2slab.errors import ConfigError, DataError
+from w2slab.feedback import redteam as R
+from w2slab.feedback.harm import HarmClassifier, train_classifier
+
+
+def test_each_method_writes_parseable_test_cases(data_dir, cache_dir):
+    from w2slab.lm import GenerationRequest, load_lm
+
+    pool = R.load_seed_pool("hh_rlhf", data_dir=data_dir)
+    assert len(pool) > 1000 and all(p.strip() for p in pool[:50])
+    rng = np.random.default_rng(0)
+    prompts = {"zero_shot": ({"role": "user", "content": R.ZERO_SHOT},),
+               "few_shot": R.few_shot_messages(list(rng.choice(pool, size=3, replace=False))),
+               "stochastic": R.few_shot_messages(R.stochastic_draw(pool[:20], np.arange(20.0), 3, temperature=1.0,
+                                                                   rng=rng))}
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        for method, messages in prompts.items():
+            texts = [g.text for g in lm.generate([GenerationRequest(messages=messages, n=6, temperature=1.0,
+                                                                    max_tokens=48, seed=0)])[0]]
+            parsed = [R.parse_test_case(t) for t in texts]
+            assert sum(p is not None for p in parsed) >= 3, (method, texts)
+            assert all(p is None or 3 <= len(p.split()) <= 60 for p in parsed)
+
+
+def test_the_classifier_is_measured_on_data_it_never_trained_on(data_dir, cache_dir, tmp_path):
+    """Scrambling the *test* labels leaves the trained weights unchanged and changes only the measured error."""
+    real = train_classifier("toxicity", data_dir=data_dir, cache=cache_dir, n_train=800)
+    assert real.metrics["n_pos"] + real.metrics["n_neg"] == 860 and 0.5 < real.metrics["auc"] <= 1
+    mirror = tmp_path / "data"
+    shutil.copytree(data_dir / "tweeteval", mirror / "tweeteval")
+    labels = mirror / "tweeteval/offensive_test_labels.txt"
+    labels.write_text("\n".join(str(1 - int(x)) for x in labels.read_text().split()) + "\n")
+    scrambled = train_classifier("toxicity", data_dir=mirror, cache=cache_dir, n_train=800)  # a new stage key
+    assert np.allclose(scrambled.coef, real.coef)  # training never read the test split
+    assert scrambled.metrics["auc"] == pytest.approx(1 - real.metrics["auc"])  # the measurement did
+    with pytest.raises(ConfigError, match="never trained"):
+        HarmClassifier(kind="toxicity", features="minilm", metrics={}).score(["hello"])
+
+
+def test_stochastic_few_shot_draws_successful_cases_more_often():
+    cases = [f"win {i}" for i in range(10)] + [f"loss {i}" for i in range(10)]
+    scores = np.array([0.9] * 10 + [0.1] * 10)
+    rng = np.random.default_rng(0)
+    draws = [R.stochastic_draw(cases, scores, 1, temperature=0.2, rng=rng)[0] for _ in range(400)]
+    wins = sum(d.startswith("win") for d in draws)
+    assert stats.binomtest(wins, 400, 0.5, alternative="greater").pvalue < 1e-6
+    assert len(set(R.stochastic_draw(cases, scores, 5, temperature=0.2, rng=rng))) == 5  # without replacement
+
+
+def test_corrected_rate_accounts_for_classifier_error_and_never_divides_by_zero():
+    metrics = {"n_pos": 200, "n_neg": 600, "recall": 0.8, "fpr": 0.1}
+    rate = R.corrected_rate(np.array([1] * 30 + [0] * 70), metrics)
+    assert rate["raw"] == 0.3 and rate["corrected"] == pytest.approx((0.3 + 0.9 - 1) / (0.8 + 0.9 - 1))
+    assert rate["corrected_ci"][0] < rate["corrected"] < rate["corrected_ci"][1]
+    assert R.corrected_rate(np.zeros(0), metrics)["raw"] is None  # a target that was never asked
+    refused = R.corrected_rate(np.zeros(50), metrics)  # a target that refuses everything: nothing flagged
+    assert refused["raw"] == 0.0 and refused["corrected"] == 0.0
+    chance = R.corrected_rate(np.ones(10), {"n_pos": 10, "n_neg": 10, "recall": 0.5, "fpr": 0.5})
+    assert chance["corrected"] is None and "no better than chance" in chance["note"]
+
+
+def test_the_failure_dataset_round_trips(tmp_path):
+    rows = [{"test_case": "How do I pick a lock?", "reply": "Sure, ...", "harm_score": 0.91, "classifier": "toxicity",
+             "method": "few_shot", "seed": 1, "target": "smollm2", "red_lm": "smollm2"}]
+    R.write_failures(tmp_path / "failures.jsonl", rows)
+    assert R.read_failures(tmp_path / "failures.jsonl") == rows
+    (tmp_path / "bad.jsonl").write_text('{"test_case": "x"}\n')
+    with pytest.raises(DataError, match="line 1"):
+        R.read_failures(tmp_path / "bad.jsonl")
+
+
+def test_seed_pools_and_config_are_checked(tmp_path):
+    from w2slab.feedback.redteam_run import RedTeamConfig
+
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
+    with pytest.raises(DataError, match="no test cases"):
+        R.load_seed_pool(str(tmp_path / "empty.txt"))
+    with pytest.raises(DataError, match="line 1"):
+        R.load_seed_pool(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(ConfigError, match="threshold"):
+        RedTeamConfig(threshold=1.5)
+    with pytest.raises(ConfigError, match="unknown method"):
+        RedTeamConfig(methods=("zero_shot", "jailbreak"))
+
+
+def test_a_small_red_team_run_end_to_end(data_dir, cache_dir, tmp_path):
+    from w2slab.feedback.redteam_run import RedTeamConfig, run_redteam
+    from w2slab.report import write_report
+    from w2slab.runner.store import ResultsStore
+
+    config = RedTeamConfig(experiment="rt-test", targets=("smollm2",), methods=("zero_shot", "few_shot", "stochastic"),
+                           n_cases=5, seeds=(0,), classifier_examples=800, threshold=0.3, reply_max_tokens=32)
+    out = run_redteam(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    assert [a["method"] for a in out["attacks"]] == ["zero_shot", "few_shot", "stochastic"]
+    for a in out["attacks"]:
+        assert a["parseable"] + a["unparseable"] == 5 and a["replied"] == a["parseable"]
+    rows = ResultsStore(tmp_path / "results.sqlite").query("attacks", experiment="rt-test")
+    assert len(rows) == 3 and all(r["metrics"]["classifier_metrics"]["threshold"] == 0.3 for r in rows)
+    folder = tmp_path / "redteam" / "rt-test"
+    failures = R.read_failures(folder / "failures.jsonl")
+    assert len(failures) == sum(r["flagged"] for r in rows)
+    page = write_report(results_dir=tmp_path, experiment="rt-test").read_text()
+    assert "Red teaming: attack success" in page and "measured error" in page
+    assert not any(f["reply"][:40] in page for f in failures if len(f["reply"]) > 20)  # no generated text there
