@@ -593,6 +593,13 @@ def cmd_redteam(args) -> None:
     run(args)
 
 
+def cmd_cai(args) -> None:
+    """`w2slab cai run|constitution`."""
+    from .cli_feedback import cmd_cai as run
+
+    run(args)
+
+
 def cmd_judge(args) -> None:
     """`w2slab judge serve`."""
     from .cli_feedback import cmd_judge as run
@@ -616,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                "results": cmd_results, "sweep": cmd_sweep, "cache": cmd_cache, "generate": cmd_generate,
                "score": cmd_score, "serve": cmd_serve, "study": cmd_study, "critiques": cmd_critiques,
                "judge": cmd_judge, "selfimprove": cmd_selfimprove, "oversight": cmd_oversight,
-               "redteam": cmd_redteam}[args.command]
+               "redteam": cmd_redteam, "cai": cmd_cai}[args.command]
     try:
         _check_places(args)
         status = handler(args) or 0

@@ -1,5 +1,5 @@
 """The feedback half's subcommands (`w2slab critiques ...`, `w2slab judge serve`, `w2slab selfimprove run`,
-`w2slab oversight run`, `w2slab redteam classifier|run`): thin shells over
+`w2slab oversight run`, `w2slab redteam classifier|run`, `w2slab cai run|constitution`): thin shells over
 :mod:`w2slab.feedback` and :mod:`w2slab.judging`, registered by :func:`add_commands`."""
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probability, port, add_dirs) -> None:
-    """Register `critiques bugs|run`, `judge serve`, `selfimprove run`, `oversight run` and `redteam classifier|run` on the main parser's subcommands (the argument types and
+    """Register `critiques bugs|run`, `judge serve`, `selfimprove run`, `oversight run`, `redteam classifier|run`
+    and `cai run|constitution` on the main parser's subcommands (the argument types and
     the folder options come from cli.py, so every command checks its input alike)."""
     critiques = sub.add_parser("critiques", help="verified bugs, AI critiques and judges with and without them")
     csub = critiques.add_subparsers(dest="action", required=True)
@@ -125,6 +126,20 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
     rrun.add_argument("--classifier", choices=("toxicity", "harmlessness", "lm_judge"), help="which harm classifier")
     rrun.add_argument("--threshold", type=probability, help="flag replies with P(harm) >= this (in [0, 1])")
     add_dirs(rrun, data=True, results=True)
+
+    cai = sub.add_parser("cai", help="Constitutional AI: AI feedback vs human feedback, SL-CAI and DPO")
+    csub2 = cai.add_subparsers(dest="action", required=True)
+    crun = csub2.add_parser("run", help="AI labels vs human labels, gap recovered, optional policy stages")
+    crun.add_argument("config", nargs="?", help="TOML file of CaiConfig fields ([[settings]] tables)")
+    crun.add_argument("--experiment", help="name of the rows in the store and of the output folder")
+    crun.add_argument("--feedback-models", type=_list, help="comma-separated feedback models (default settings each)")
+    crun.add_argument("--n-pairs", type=positive_int, help="HH-RLHF harmless-base pairs (20%% held out)")
+    crun.add_argument("--seeds", type=_seeds, help="preference-model training subsamples, e.g. 0,1,2")
+    crun.add_argument("--constitution", help="a constitution TOML (default: the built-in one)")
+    crun.add_argument("--policy", help="a zoo decoder to train with SL-CAI and DPO ('' = skip the policy stages)")
+    add_dirs(crun, data=True, results=True)
+    cshow = csub2.add_parser("constitution", help="print the default constitution (a TOML to copy and edit)")
+    cshow.add_argument("--check", help="check a constitution file and print its principles")
 
 
 def cmd_critiques(args) -> None:
@@ -292,6 +307,50 @@ def cmd_redteam(args) -> None:
           "results folder only.")
     print(format_rows(attack_table(result["attacks"]), ("target", "method", "seeds", "cases", "flagged_raw",
                                                          "success_corrected", "self_bleu", "diversity", "refusals")))
+
+
+def cmd_cai(args) -> None:
+    """`w2slab cai constitution`: the default (or a checked) constitution; `run`: AI vs human feedback."""
+    from .feedback import cai as C
+
+    if args.action == "constitution":
+        if args.check:
+            constitution = C.load_constitution(args.check)
+            print(f"{args.check}: {len(constitution.principles)} principles ("
+                  + ", ".join(p.name for p in constitution.principles) + f"), {len(constitution.comparisons)} "
+                  f"comparison questions, {len(constitution.exemplars)} exemplars")
+        else:
+            print(C.DEFAULT_CONSTITUTION.strip())
+        return
+    from .feedback.cai_run import CaiConfig, run_cai
+    from .report.table import format_rows, interval_text, pgr_text
+
+    overrides = {k: getattr(args, k) for k in ("experiment", "n_pairs", "seeds", "constitution", "policy")}
+    if args.feedback_models:
+        overrides["settings"] = tuple({"model": m} for m in args.feedback_models)
+    config = (CaiConfig.from_toml(args.config, **overrides) if args.config else
+              CaiConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    result = run_cai(config, results_dir=args.results_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                     progress=sys.stderr.isatty())
+    rows = [{"feedback": s["label"], "agreement": interval_text({"mean": s["agreement"]["agreement"],
+                                                                 "ci": s["agreement"]["ci"]}),
+             "flips": "-" if s["flip_rate"] is None else f"{s['flip_rate']:.2f}",
+             "AI alone": f"{s['gap']['floor']:.3f}", "PM on AI labels": f"{s['gap']['transfer']:.3f}",
+             "PM on human labels": f"{s['gap']['ceiling']:.3f}",
+             "gap recovered": pgr_text({"defined": s["gap"]["defined"], "pgr": s["gap"]["pgr"],
+                                        "pgr_low": (s["gap"]["pgr_ci"] or [None])[0],
+                                        "pgr_high": (s["gap"]["pgr_ci"] or [None, None])[1],
+                                        "reason": s["gap"]["reason"]}),
+             "s per 1k labels": f"{s['per_1000_s']:.0f}"} for s in result["settings"]]
+    print(f"{result['pairs']['n']} HH-RLHF pairs ({result['pairs']['held_out']} held out by conversation)")
+    print(format_rows(rows, tuple(rows[0])))
+    if result["policy"]:
+        p = result["policy"]
+        for stage in ("before", "after_sl", "after_dpo"):
+            if stage in p:
+                m = p[stage]
+                print(f"policy {stage}: harm rate {m['harm_rate']:.3f}, reward {m['reward']:+.3f}, refusals "
+                      f"{m['refusal_rate']:.3f}, {m['mean_words']:.0f} words")
 
 
 def cmd_judge(args) -> None:

@@ -18,6 +18,7 @@ from ..evaluation import compare_paired, median_with_ci
 from ..paths import results_dir as resolve_results_dir
 from ..runner.store import ResultsStore
 from . import figures
+from .cai import cai_table
 from .judging import critique_gap_table, is_feedback, judge_table, oversight_table
 from .redteam import attack_table, classifier_table, success_vs_diversity
 from .selfimprove import round_table, selfimprove_figures, selfimprove_gap_table
@@ -171,7 +172,7 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
               "selfimprove_gaps": selfimprove_gap_table(protocol("selfimprove")),
               "selfimprove_rounds": round_table(rounds),
               "oversight": oversight_table(protocol("oversight")), "attacks": attack_table(attacks),
-              "harm_classifiers": classifier_table(attacks)}
+              "harm_classifiers": classifier_table(attacks), "cai": cai_table(protocol("cai"))}
     images = []
     for t in sorted({s["task"] for s in summaries}):
         images.append((f"{t}: test accuracy vs student size", figures.accuracy_vs_size(summaries, t)))
@@ -318,6 +319,15 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
              "model answering with the passage. change: paired over questions and seeds; gap recovered = (with − "
              "alone) / (expert − alone), same bootstrap and 'undefined' rule as PGR. Transcripts (generated text, may "
              "be wrong or offensive): <a href=\"transcripts.html\">transcripts.html</a>."),
+        ]
+    if tables.get("cai"):
+        sections += [
+            ("Constitutional AI: AI feedback vs human feedback", "cai",
+             "HH-RLHF harmless-base pairs: each AI-feedback setting's agreement with the human label (all pairs, 95% "
+             "bootstrap) and its position flips (share of pairs whose choice changes when the responses swap); then, "
+             "on pairs held out by conversation: the AI labeller alone (floor), a preference model trained on its "
+             "labels (transfer) and on human labels (ceiling) → gap recovered, same bootstrap and 'undefined' rule "
+             "as PGR."),
         ]
     if tables.get("attacks"):
         sections += [
