@@ -28,6 +28,7 @@ def place(tmp_path, monkeypatch):
                                      + '[[models]]\nname = "../m"\nbase = "minilm"\nlayer = 3\n')
     (work / "crit.toml").write_text('critic = ["smollm2"]\n')
     (work / "empty.txt").write_text("\n")
+    (work / "cai_bad.toml").write_text('[[settings]]\nmodel = "smollm2"\ntemperature = 0.3\n')
     (work / "si.toml").write_text('models = ["smollm2"]\ntask = ["piqa"]\n')
     (work / "si_tokens.toml").write_text('[max_tokens_per_task]\nmath = 200\n')
     (work / "items.jsonl").write_text('{"item_id": "a", "problem_id": "p", "description": "d", "code": "x = 1", '
@@ -134,6 +135,12 @@ CASES = [
     (["redteam", "run", "broken.toml"], "not valid TOML"),
     (["redteam", "classifier", "--threshold", "-0.1"], "--threshold"),
     (["redteam", "classifier", "--kind", "vibes"], "--kind"),
+    # constitutional AI
+    (["cai", "run", "--constitution", "crit.toml"], "unknown key(s) critic"),
+    (["cai", "run", "--constitution", "missing.toml"], "does not exist"),
+    (["cai", "run", "--n-pairs", "0"], "--n-pairs"),
+    (["cai", "run", "cai_bad.toml"], "settings #1: unknown key(s) temperature"),
+    (["cai", "constitution", "--check", "broken.toml"], "not valid TOML"),
     # self-improvement
     (["selfimprove", "run", "broken.toml"], "not valid TOML"),
     (["selfimprove", "run", "si.toml"], "unknown key(s) task"),
