@@ -67,6 +67,10 @@ def main() -> None:
     (ROOT / "docs/selfimprove_study.md").write_text(markdown(out), encoding="utf-8")
 
 
+def _share(x) -> str:
+    return "—" if x is None else f"{100 * x:.0f}%"
+
+
 def markdown(out: dict) -> str:
     from w2slab.feedback.selfimprove_run import SelfImproveStudy
     from w2slab.report.selfimprove import round_table, selfimprove_gap_table
@@ -102,15 +106,16 @@ def markdown(out: dict) -> str:
               f"{g['gap_recovered']} |" for g in gaps]
     lines += ["", "## Rounds (means over seeds; counts summed over seeds)", "",
               "| task | model | filter | round | seeds | greedy acc | maj@k acc | unextractable (greedy / samples) "
-              "| mean vote share | ECE | kept | kept majorities wrong | wrong & confident before → more confident "
-              "after / fixed |", "|" + "---|" * 13]
+              "| mean vote share | most common answer (constant-answer acc) | ECE | kept | kept majorities wrong "
+              "| wrong & confident before → more confident after / fixed |", "|" + "---|" * 14]
     for r in rounds:
         reinforcement = (f"{r['wrong_confident_before']} → {r['wrong_more_confident_after']} / {r['fixed_after']}"
                          if r["wrong_confident_before"] is not None else "—")
         wrong = "—" if r["kept_wrong_share"] is None else f"{100 * r['kept_wrong_share']:.0f}%"
         lines.append(f"| {r['task']} | {r['model']} | {r['filter']} | {r['round']} | {r['seeds']} | "
                      f"{r['greedy_acc']:.3f} | {r['maj_acc']:.3f} | {r['greedy_unextractable']} / "
-                     f"{r['sample_unextractable']} | {r['mean_share']:.3f} | {r['ece']:.3f} | "
+                     f"{r['sample_unextractable']} | {r['mean_share']:.3f} | "
+                     f"{_share(r['top_answer_share'])} ({_share(r['constant_baseline'])}) | {r['ece']:.3f} | "
                      f"{'—' if r['kept'] is None else r['kept']} | {wrong} | {reinforcement} |")
     if out.get("cells"):
         lines += ["", "## Cost on this CPU", "", "| model | task | seconds (all seeds, filters, rounds) |",

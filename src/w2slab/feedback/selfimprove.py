@@ -102,8 +102,9 @@ def round_metrics(questions: list[ReasoningQuestion], greedy: list[str], samples
 
     greedy[i]: the greedy answer text; samples[i]: k sampled texts. previous / round0: earlier rounds' outputs of
     this function, for error reinforcement and agreement. Returns accuracies, unextractable counts, vote
-    share/entropy/distinct means, ECE of vote share as confidence, and per question: majorities, shares and
-    whether the greedy answer and the majority are correct."""
+    share/entropy/distinct means, ECE of vote share as confidence, the share of the most common greedy answer
+    (collapse) beside the best constant answer's accuracy, and per question: majorities, shares and whether the
+    greedy answer and the majority are correct."""
     greedy_answers = [extract_answer(task, t) for t in greedy]
     tallies = [vote([extract_answer(task, t) for t in texts]) for texts in samples]
     gold = [q.answer for q in questions]
@@ -118,6 +119,10 @@ def round_metrics(questions: list[ReasoningQuestion], greedy: list[str], samples
            "ece": expected_calibration_error(shares, correct_majority),
            "majorities": [t["majority"] for t in tallies], "shares": shares.tolist(),
            "greedy_correct": [int(a == g) for a, g in zip(greedy_answers, gold)],
+           # collapse: the share of questions given the most common greedy answer, next to the best accuracy
+           # any constant answer reaches on these questions (gold read for reporting only)
+           "top_answer_share": max(collections.Counter(greedy_answers).values()) / len(questions),
+           "constant_baseline": max(collections.Counter(gold).values()) / len(questions),
            "majority_correct": correct_majority.astype(int).tolist()}
     if previous is not None:
         was_wrong_sure = [i for i, (m, s) in enumerate(zip(previous["majorities"], previous["shares"]))

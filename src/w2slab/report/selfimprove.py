@@ -30,7 +30,8 @@ def selfimprove_gap_table(summaries: list[dict]) -> list[dict]:
 
 def round_table(rounds: list[dict]) -> list[dict]:
     """One row per (experiment, task, model, filter, round), means over seeds: greedy and maj@k accuracy,
-    unextractable answers, mean vote share, ECE, the kept set's size and share of wrong majorities, and the
+    unextractable answers, mean vote share, the most common greedy answer's share (collapse) and the best
+    constant answer's accuracy, ECE, the kept set's size and share of wrong majorities, and the
     error reinforcement counts (summed over seeds)."""
     groups = defaultdict(list)
     for r in rounds:
@@ -47,6 +48,9 @@ def round_table(rounds: list[dict]) -> list[dict]:
                     "greedy_unextractable": int(sum(r["greedy_unextractable"] for r in rs)),
                     "sample_unextractable": int(sum(r["sample_unextractable"] for r in rs)),
                     "mean_share": round(float(np.mean([t["mean_share"] for t in tests])), 4),
+                    "top_answer_share": (round(float(np.mean([t["top_answer_share"] for t in tests])), 4)
+                                         if all("top_answer_share" in t for t in tests) else None),
+                    "constant_baseline": tests[0].get("constant_baseline"),
                     "ece": round(float(np.mean([t["ece"] for t in tests])), 4),
                     "kept": round(float(np.mean(kept)), 1) if kept else None,
                     "kept_wrong_share": round(float(np.mean(wrong)), 4) if wrong else None,
