@@ -26,4 +26,4 @@ bench: setup
 		&& ../.venv/bin/python bench_sweep.py --sizes 32,64,128,256,512 && ../.venv/bin/python bench_finetune.py \
 		&& ../.venv/bin/python bench_lm.py && ../.venv/bin/python bench_critiques.py \
 		&& ../.venv/bin/python bench_selfimprove.py && ../.venv/bin/python bench_oversight.py \
-		&& ../.venv/bin/python bench_redteam.py
+		&& ../.venv/bin/python bench_redteam.py && ../.venv/bin/python bench_cai.py

@@ -1,0 +1,83 @@
+"""The Constitutional-AI numbers (issue: "Constitutional AI and RLAIF"), written to benchmarks/out/cai-<experiment>.json
+and docs/cai_bench.md: agreement of each AI-feedback setting with human labels, the gap recovered by a preference
+model trained on AI labels, cost per 1,000 labels, and the policy before / after SL-CAI and DPO.
+
+    python benchmarks/bench_cai.py [--config sweeps/cai.toml] [--markdown-only]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from common import OUT, ROOT, save
+
+RESULTS = OUT / "cai-results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "sweeps/cai.toml"), help="a CaiConfig TOML")
+    parser.add_argument("--markdown-only", action="store_true", help="rebuild docs/cai_bench.md from saved JSON")
+    args = parser.parse_args()
+    from w2slab.feedback.cai_run import CaiConfig, run_cai
+
+    config = CaiConfig.from_toml(args.config)
+    name = f"cai-{config.experiment}"
+    if args.markdown_only:
+        out = json.loads((OUT / f"{name}.json").read_text())
+    else:
+        start = time.perf_counter()
+        out = run_cai(config, results_dir=RESULTS, progress=sys.stderr.isatty())
+        out["total_s"] = time.perf_counter() - start
+        save(name, out)
+    (ROOT / "docs/cai_bench.md").write_text(markdown(out, args.config), encoding="utf-8")
+
+
+def _gap(g: dict) -> str:
+    if not g["defined"]:
+        return "undefined (gap within noise)"
+    return f"{g['pgr']:+.2f} [{g['pgr_ci'][0]:+.2f}, {g['pgr_ci'][1]:+.2f}]"
+
+
+def markdown(out: dict, config_path: str) -> str:
+    c = out["config"]
+    lines = ["# Constitutional AI: measured numbers", "",
+             f"Regenerate: `python benchmarks/bench_cai.py --config {config_path.split('w2slab/')[-1]}` (2 CPU cores). "
+             "SL-CAI critiques and revisions (generated text) stay in benchmarks/out/cai-results/. Protocol: "
+             "[cai.md](cai.md).", "",
+             f"{out['pairs']['n']} HH-RLHF harmless-base pairs ({out['pairs']['held_out']} held out by conversation; "
+             f"{out['pairs']['skipped_identical_or_malformed']} skipped as identical or malformed); preference models "
+             f"on {c['features']} features, seeds {', '.join(map(str, c['seeds']))}.", "",
+             "## AI feedback vs human labels", "",
+             "| feedback setting | agreement (all pairs) [95% CI] | position flips | AI alone (held out) | PM on AI "
+             "labels | PM on human labels | gap recovered [95% CI] | s per 1,000 labels |", "|" + "---|" * 8]
+    for s in out["settings"]:
+        a, g = s["agreement"], s["gap"]
+        flips = "—" if s["flip_rate"] is None else f"{100 * s['flip_rate']:.0f}%"
+        lines.append(f"| {s['label']} | {a['agreement']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] | {flips} | "
+                     f"{g['floor']:.3f} | {g['transfer']:.3f} | {g['ceiling']:.3f} | {_gap(g)} | "
+                     f"{s['per_1000_s']:.0f} |")
+    policy = out.get("policy")
+    if policy:
+        m = policy["classifier"]
+        lines += ["", "## The policy before and after", "",
+                  f"{c['policy']} on {c['eval_prompts']} held-out red-team prompts (greedy): harm rate by the toxicity "
+                  f"classifier (precision {m['precision']:.3f}, recall {m['recall']:.3f}, false positives "
+                  f"{m['fpr']:.3f} on TweetEval offensive test), mean reward under the human-trained preference model, "
+                  "refusals and length.", "", "| policy | harm rate | reward | refusals | words |", "|---|---|---|---|---|"]
+        for stage in ("before", "after_sl", "after_dpo"):
+            if stage in policy:
+                p = policy[stage]
+                lines.append(f"| {stage} | {p['harm_rate']:.3f} | {p['reward']:+.3f} | {p['refusal_rate']:.3f} | "
+                             f"{p['mean_words']:.0f} |")
+        lines.append(f"\nDPO pairs: {policy.get('dpo_pairs', 0)} (identical answer pairs skipped: "
+                     f"{policy.get('identical_answer_pairs_skipped', 0)}).")
+    if out.get("total_s"):
+        lines.append(f"\nTotal wall time on this CPU: {out['total_s']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
