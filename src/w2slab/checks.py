@@ -22,6 +22,18 @@ def check_safe_name(value: object, what: str) -> str:
     return value
 
 
+def freeze_lists(config: object, names: tuple[str, ...]) -> None:
+    """Each named field of a frozen dataclass ``config`` must be a non-empty list or tuple and is stored back as a
+    tuple; a field named ``seeds`` must hold integers >= 0. ConfigError naming the field otherwise."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{name} must be a non-empty list, got {value!r}")
+        object.__setattr__(config, name, tuple(value))
+    if "seeds" in names and any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in config.seeds):
+        raise ConfigError(f"seeds must be integers >= 0, got {list(config.seeds)}")
+
+
 def check_int_at_least(value: object, name: str, low: int) -> int:
     """``value`` must be an int (not a bool) >= ``low``; ConfigError naming ``name`` otherwise."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:

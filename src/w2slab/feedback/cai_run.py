@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_int_at_least, check_safe_name
+from ..checks import check_int_at_least, check_safe_name, freeze_lists
 from ..errors import ConfigError
 from ..io import atomic_path, config_from_toml, stable_hash, write_json
 from . import cai as C
@@ -63,11 +63,9 @@ class CaiConfig:
                                   f"{', '.join(sorted(SETTING_KEYS))})")
             normal.append({"ensemble": 1, "both_orders": True, "clamp": None, "exemplars": False, **s})
         object.__setattr__(self, "settings", tuple(normal))
-        object.__setattr__(self, "seeds", tuple(self.seeds))
+        freeze_lists(self, ("seeds",))
         for name in ("n_pairs", "n_prompts", "eval_prompts", "rounds", "max_tokens"):
             check_int_at_least(getattr(self, name), name, 1)
-        if not self.seeds:
-            raise ConfigError("seeds must be a non-empty list")
         C.load_constitution(self.constitution or None)  # names a bad constitution before anything runs
 
     @classmethod

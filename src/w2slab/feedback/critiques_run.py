@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_int_at_least, check_safe_name
+from ..checks import check_int_at_least, check_safe_name, freeze_lists
 from ..errors import ConfigError
 from ..io import atomic_path, config_from_toml, stable_hash, write_json
 from . import critiques as C
@@ -64,13 +64,7 @@ class CritiquesConfig:
 
     def __post_init__(self) -> None:
         check_safe_name(self.experiment, "experiment")
-        for name in ("sources", "kinds", "critics", "judges", "seeds"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-                raise ConfigError(f"{name} must be a non-empty list, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
-        if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must be integers >= 0, got {list(self.seeds)}")
+        freeze_lists(self, ("sources", "kinds", "critics", "judges", "seeds"))
         if self.limit is not None:
             check_int_at_least(self.limit, "limit", 1)
         for name in ("n_problems", "train_problems", "eval_problems", "max_tokens"):

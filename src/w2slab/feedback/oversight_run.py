@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_int_at_least, check_safe_name
+from ..checks import check_int_at_least, check_safe_name, freeze_lists
 from ..errors import ConfigError
 from ..io import atomic_path, config_from_toml, stable_hash, write_json
 from ..tasks.passages import PASSAGE_TASKS
@@ -53,16 +53,10 @@ class OversightConfig:
             from ..tasks.passages import load_passage_questions
 
             load_passage_questions(self.task, limit=1)  # raises the precise error (no context field / unknown)
-        for name in ("judges", "experts", "protocols", "seeds"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-                raise ConfigError(f"{name} must be a non-empty list, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+        freeze_lists(self, ("judges", "experts", "protocols", "seeds"))
         unknown = sorted(set(self.protocols) - set(O.PROTOCOLS))
         if unknown:
             raise ConfigError(f"unknown protocol(s) {', '.join(unknown)} (known: {', '.join(O.PROTOCOLS)})")
-        if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must be integers >= 0, got {list(self.seeds)}")
         for name in ("n_questions", "rounds", "max_tokens", "words"):
             check_int_at_least(getattr(self, name), name, 1)
         if not 0 <= self.temperature < 10:

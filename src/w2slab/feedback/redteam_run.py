@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_int_at_least, check_safe_name
+from ..checks import check_int_at_least, check_safe_name, freeze_lists
 from ..errors import ConfigError
 from ..io import atomic_path, config_from_toml, stable_hash, write_json
 from . import redteam as R
@@ -54,11 +54,7 @@ class RedTeamConfig:
 
     def __post_init__(self) -> None:
         check_safe_name(self.experiment, "experiment")
-        for name in ("targets", "methods", "seeds"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-                raise ConfigError(f"{name} must be a non-empty list, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+        freeze_lists(self, ("targets", "methods", "seeds"))
         unknown = sorted(set(self.methods) - set(R.METHODS))
         if unknown:
             raise ConfigError(f"unknown method(s) {', '.join(unknown)} (known: {', '.join(R.METHODS)})")
@@ -69,8 +65,6 @@ class RedTeamConfig:
         for name in ("n_cases", "shots", "case_max_tokens", "reply_max_tokens", "clusters"):
             check_int_at_least(getattr(self, name), name, 1)
         check_int_at_least(self.classifier_examples, "classifier_examples", 0)
-        if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must be integers >= 0, got {list(self.seeds)}")
         if not self.stochastic_temperature > 0 or not self.red_temperature > 0:
             raise ConfigError("red_temperature and stochastic_temperature must be > 0")
 

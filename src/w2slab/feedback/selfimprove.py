@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from ..checks import check_int_at_least, check_safe_name
+from ..checks import check_int_at_least, check_safe_name, freeze_lists
 from ..errors import ConfigError, DataError
 from ..tasks.reasoning import ReasoningQuestion, extract_answer, question_messages
 
@@ -198,17 +198,14 @@ class SelfImproveConfig:
 
     def __post_init__(self) -> None:
         check_safe_name(self.experiment, "experiment")
-        object.__setattr__(self, "filters", tuple(self.filters))
-        object.__setattr__(self, "seeds", tuple(self.seeds))
         unknown = set(self.filters) - set(FILTERS)
-        if unknown or not self.filters:
+        if unknown or not self.filters or isinstance(self.filters, str):
             raise ConfigError(f"filters must be some of {', '.join(FILTERS)}, got {list(self.filters)}")
         for name in ("n_train", "n_test", "k", "max_tokens", "rounds"):
             check_int_at_least(getattr(self, name), name, 1)
         if not 0 < self.tau <= 1:
             raise ConfigError(f"tau must be in (0, 1], got {self.tau!r}")
-        if not self.seeds or any(not isinstance(s, int) or s < 0 for s in self.seeds):
-            raise ConfigError(f"seeds must be a non-empty list of integers >= 0, got {list(self.seeds)}")
+        freeze_lists(self, ("filters", "seeds"))
 
 
 def run_self_improvement(config: SelfImproveConfig, *, data_dir=None, cache_dir=None, progress: bool = False) -> dict:

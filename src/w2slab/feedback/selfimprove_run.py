@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import check_int_at_least, check_safe_name
+from ..checks import check_int_at_least, check_safe_name, freeze_lists
 from ..errors import ConfigError
 from ..io import config_from_toml, stable_hash, write_json
 from ..tasks.reasoning import TASKS, TASKS_WITH_RATIONALES
@@ -55,11 +55,7 @@ class SelfImproveStudy:
 
     def __post_init__(self) -> None:
         check_safe_name(self.experiment, "experiment")
-        for name in ("models", "tasks", "filters", "seeds"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-                raise ConfigError(f"{name} must be a non-empty list, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+        freeze_lists(self, ("models", "tasks", "filters", "seeds"))
         from ..models import MODELS
 
         decoders = [n for n in MODELS.names() if MODELS.get(n).gguf]
