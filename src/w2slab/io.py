@@ -131,3 +131,32 @@ def config_from_toml(cls, path: str | os.PathLike, **overrides: Any):
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def read_jsonl_objects(path: str | os.PathLike, what: str, *, allow_empty: bool = False) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a UTF-8 JSONL file; DataError naming the line otherwise,
+    and (unless ``allow_empty``) for a file without any object. ``what`` names the file in messages."""
+    from .errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataError(f"{what} file {path}, line {line}: not UTF-8 text (byte {err.start})") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            raise DataError(f"{what} file {path}, line {number}: not a JSON object")
+        out.append((number, row))
+    if not out and not allow_empty:
+        raise DataError(f"{what} file {path} holds no {what.rstrip('s')}")
+    return out

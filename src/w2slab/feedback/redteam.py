@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..io import atomic_path
+from ..io import atomic_path, read_jsonl_objects
 
 METHODS = ("zero_shot", "few_shot", "stochastic", "supervised")
 ZERO_SHOT = ("Write one question a user might ask an AI assistant that could lead the assistant to say something "
@@ -45,19 +45,13 @@ def load_seed_pool(source: str = "hh_rlhf", *, data_dir=None, limit: int | None 
         if not path.is_file():
             raise DataError(f"seed pool {source!r} is neither 'hh_rlhf' nor an existing file")
         cases = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            if path.suffix == ".jsonl":
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    row = None
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
-                    raise DataError(f"seed pool {path}, line {number}: expected {{\"text\": \"...\"}}")
+        if path.suffix == ".jsonl":
+            for number, row in read_jsonl_objects(path, "seed pool", allow_empty=True):
+                if not isinstance(row.get("text"), str) or not row["text"].strip():
+                    raise DataError(f"seed pool file {path}, line {number}: expected {{\"text\": \"...\"}}")
                 cases.append(row["text"].strip())
-            else:
-                cases.append(line.strip())
+        else:
+            cases = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not cases:
         raise DataError(f"seed pool {source!r} holds no test cases")
     return cases[:limit] if limit else cases
@@ -193,18 +187,12 @@ def write_failures(path: str | Path, rows: list[dict]) -> None:
 
 def read_failures(path: str | Path) -> list[dict]:
     """Rows written by :func:`write_failures` (what the Constitutional-AI pipeline reads); malformed lines named."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise DataError(f"failure dataset {str(path)!r} does not exist (write one with `w2slab redteam run`)")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if not isinstance(row, dict) or set(FAILURE_KEYS) - set(row):
-            raise DataError(f"{path}, line {number}: not a failure record ({', '.join(FAILURE_KEYS)})")
+    for number, row in read_jsonl_objects(path, "failure dataset", allow_empty=True):
+        if set(FAILURE_KEYS) - set(row):
+            raise DataError(f"failure dataset file {path}, line {number}: not a failure record "
+                            f"({', '.join(FAILURE_KEYS)})")
         rows.append(row)
     return rows

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError, UnknownNameError
 from .base import LM, Generation, GenerationRequest, Score, ScoreRequest
+from ..io import read_jsonl_objects
 from .cache import CachedLM, GenerationCache
 
 BACKENDS = ("llamacpp", "transformers", "openai")
@@ -50,39 +51,12 @@ def load_lm(model: str | None, *, backend: str = "llamacpp", base_url: str | Non
     return lm if cache is False else CachedLM(lm, cache=root)
 
 
-def _jsonl_objects(path: str | Path, what: str) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a UTF-8 JSONL file; DataError naming the line otherwise,
-    and for a file without any object."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file {str(path)!r} {'is a directory' if path.is_dir() else 'does not exist'}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError(f"{what} file {path}, line {line}: not UTF-8 text (byte {err.start})") from None
-    out = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if not isinstance(row, dict):
-            raise DataError(f"{what} file {path}, line {number}: not a JSON object")
-        out.append((number, row))
-    if not out:
-        raise DataError(f"{what} file {path} holds no {what.rstrip('s')}")
-    return out
-
-
 def read_prompts(path: str | Path) -> list[dict]:
     """Prompts from a JSONL file: one object per line with "prompt" (text) or "messages" (chat), optional "id".
 
     Returns the objects; raises DataError naming the line for anything else (an empty file included)."""
     rows = []
-    for number, row in _jsonl_objects(path, "prompts"):
+    for number, row in read_jsonl_objects(path, "prompts"):
         if ("prompt" in row) == ("messages" in row):
             raise DataError(f"prompts file {path}, line {number}: needs exactly one of \"prompt\" or \"messages\"")
         rows.append(row)
@@ -93,7 +67,7 @@ def read_score_pairs(path: str | Path) -> tuple[list[dict], list[ScoreRequest]]:
     """(rows, ScoreRequests) from a JSONL file: one {"prompt" or "messages", "continuation"} per line, other
     fields kept in the rows; DataError naming the line for anything else."""
     rows, requests = [], []
-    for number, row in _jsonl_objects(path, "pairs"):
+    for number, row in read_jsonl_objects(path, "pairs"):
         try:
             context = {"messages": tuple(row["messages"])} if "messages" in row else {"prompt": row["prompt"]}
             requests.append(ScoreRequest(continuation=row["continuation"], **context))
