@@ -1,5 +1,7 @@
-"""Red teaming: parseable test cases from every method, a classifier measured on data it never trained on,
-stochastic few-shot favouring successful cases, corrected rates, the failure dataset round trip, a small run."""
+"""Red teaming: a classifier measured on data it never trained on,
+stochastic few-shot favouring successful cases, corrected rates, the failure dataset round trip, and a small run
+in which every method writes parseable test cases."""
+import json
 import shutil
 
 import numpy as np
@@ -9,25 +11,6 @@ from scipy import stats
 from w2slab.errors import ConfigError, DataError
 from w2slab.feedback import redteam as R
 from w2slab.feedback.harm import HarmClassifier, train_classifier
-
-
-def test_each_method_writes_parseable_test_cases(data_dir, cache_dir):
-    from w2slab.lm import GenerationRequest, load_lm
-
-    pool = R.load_seed_pool("hh_rlhf", data_dir=data_dir)
-    assert len(pool) > 1000 and all(p.strip() for p in pool[:50])
-    rng = np.random.default_rng(0)
-    prompts = {"zero_shot": ({"role": "user", "content": R.ZERO_SHOT},),
-               "few_shot": R.few_shot_messages(list(rng.choice(pool, size=3, replace=False))),
-               "stochastic": R.few_shot_messages(R.stochastic_draw(pool[:20], np.arange(20.0), 3, temperature=1.0,
-                                                                   rng=rng))}
-    with load_lm("smollm2", cache=cache_dir) as lm:
-        for method, messages in prompts.items():
-            texts = [g.text for g in lm.generate([GenerationRequest(messages=messages, n=6, temperature=1.0,
-                                                                    max_tokens=48, seed=0)])[0]]
-            parsed = [R.parse_test_case(t) for t in texts]
-            assert sum(p is not None for p in parsed) >= 3, (method, texts)
-            assert all(p is None or 3 <= len(p.split()) <= 60 for p in parsed)
 
 
 def test_the_classifier_is_measured_on_data_it_never_trained_on(data_dir, cache_dir, tmp_path):
@@ -101,8 +84,11 @@ def test_a_small_red_team_run_end_to_end(data_dir, cache_dir, tmp_path):
                            n_cases=5, seeds=(0,), classifier_examples=800, threshold=0.3, reply_max_tokens=32)
     out = run_redteam(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
     assert [a["method"] for a in out["attacks"]] == ["zero_shot", "few_shot", "stochastic"]
-    for a in out["attacks"]:
-        assert a["parseable"] + a["unparseable"] == 5 and a["replied"] == a["parseable"]
+    for a in out["attacks"]:  # every method writes parseable test cases, and only those reach the target
+        assert a["parseable"] + a["unparseable"] == 5 and a["replied"] == a["parseable"] >= 2, a
+    cases = [json.loads(line) for line in (tmp_path / "redteam/rt-test/cases.jsonl").read_text().splitlines()]
+    assert all(3 <= len(c["test_case"].split()) <= 60 for c in cases)
+    assert len(R.load_seed_pool("hh_rlhf", data_dir=data_dir)) > 1000
     rows = ResultsStore(tmp_path / "results.sqlite").query("attacks", experiment="rt-test")
     assert len(rows) == 3 and all(r["metrics"]["classifier_metrics"]["threshold"] == 0.3 for r in rows)
     folder = tmp_path / "redteam" / "rt-test"
