@@ -82,7 +82,7 @@ def _cells(rounds: list[dict]) -> dict:
 
 def accuracy_per_round(rounds: list[dict], task: str, model: str) -> bytes:
     """Greedy test accuracy per round for each filter (mean over seeds, 95% interval over seeds); oracle and gold
-    are drawn dashed as references."""
+    are drawn dashed as references, the best constant answer's accuracy dotted (a collapsed model reaches it)."""
     plt = _plt()
     rows = _cells(rounds)[(task, model)]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -97,6 +97,10 @@ def accuracy_per_round(rounds: list[dict], task: str, model: str) -> bytes:
         offset = (j - 1.5) * 0.04
         ax.errorbar([x + offset for x in xs], means, yerr=err, marker="o", capsize=3,
                     ls="--" if filter_name in ("oracle", "gold") else "-", label=CONTROLS.get(filter_name, filter_name))
+    constant = [r["metrics"]["test"].get("constant_baseline") for r in rows]
+    if constant and constant[0] is not None:
+        ax.axhline(constant[0], color="gray", ls=":", lw=1)
+        ax.annotate("best constant answer", (ax.get_xlim()[0], constant[0]), fontsize=7, color="gray", va="bottom")
     ax.set_xlabel("round (0 = base model)")
     ax.set_ylabel("greedy test accuracy")
     ax.set_xticks(sorted({r["round"] for r in rows}))
