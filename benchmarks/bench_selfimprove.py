@@ -79,7 +79,11 @@ def markdown(out: dict) -> str:
 
     study = SelfImproveStudy.from_toml(ROOT / "sweeps/selfimprove.toml")
     store = ResultsStore(RESULTS / "results.sqlite")
-    rounds = round_table(store.query("rounds", experiment=study.experiment))
+    stored = store.query("rounds", experiment=study.experiment)
+    rounds = round_table(stored)
+    done = {(r["model"], r["task"]): sorted({x["seed"] for x in stored if (x["model"], x["task"]) == (r["model"], r["task"])})
+            for r in stored}
+    missing = [f"{m} × {t}" for m in study.models for t in study.tasks if (m, t) not in done]
     gaps = selfimprove_gap_table(store.query("summaries", experiment=study.experiment))
     lines = ["# Self-improvement: measured numbers", "",
              "Regenerate: `python benchmarks/bench_selfimprove.py` (2 CPU cores; the study alone is "
@@ -90,7 +94,10 @@ def markdown(out: dict) -> str:
              f"{study.n_test} test questions; k = {study.k} samples at temperature {study.temperature} (at most "
              f"{study.max_tokens} tokens); keep a question when its majority holds ≥ {study.tau} of the votes; "
              f"{study.rounds} rounds; filters {', '.join(study.filters)}; seeds {', '.join(map(str, study.seeds))} "
-             "(sampling and LoRA training); intervals are 95% bootstraps over questions and seeds drawn jointly.", ""]
+             "(sampling and LoRA training); intervals are 95% bootstraps over questions and seeds drawn jointly.", "",
+             "**Stored so far:** " + ("; ".join(f"{m} × {t}: seeds {', '.join(map(str, seeds))}"
+                                                for (m, t), seeds in sorted(done.items())) or "nothing")
+             + (f". **Not run yet:** {', '.join(missing)} (the study resumes from the caches)." if missing else "."), ""]
     if out.get("base"):
         lines += ["## Base accuracy (greedy, first test questions)", "",
                   "| model | task | correct | unextractable | seconds |", "|---|---|---|---|---|"]
