@@ -82,14 +82,14 @@ def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache
     from w2slab.runner.store import ResultsStore
 
     config = OversightConfig(experiment="ov-test", task="cosmos_qa", n_questions=3, judges=("smollm2",),
-                             experts=("smollm2",), rounds=2, seeds=(0, 1), max_tokens=48, words=30)
+                             experts=("smollm2",), rounds=2, seeds=(0,), max_tokens=48, words=30)
     result = run_oversight(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
     assert result["n"] == 3 and set(result["judges"]["smollm2"]["smollm2"]) == {"consultancy", "debate", "sandwich"}
     debate = result["quotes"]["debate:smollm2"]
-    assert len(debate) == 2 and all(s["arguments"] == 3 * 2 * 2 for s in debate)  # 3 questions x 2 rounds x 2 sides
+    assert len(debate) == 1 and all(s["arguments"] == 3 * 2 * 2 for s in debate)  # 3 questions x 2 rounds x 2 sides
     store = ResultsStore(tmp_path / "results.sqlite")
     rows = store.query("judgements", experiment="ov-test")
-    assert len(rows) == 3 * (1 + 1 + 3 * 2)  # blind, expert, 3 protocols x 2 seeds
+    assert len(rows) == 3 * (1 + 1 + 3)  # blind, expert, 3 protocols (one seed)
     summaries = store.query("summaries", experiment="ov-test")
     assert {s["result"]["oversight_protocol"] for s in summaries} == {"consultancy", "debate", "sandwich"}
     assert all(s["floor"] == result["judges"]["smollm2"]["blind"]["accuracy"] for s in summaries)

@@ -95,7 +95,7 @@ def test_study_end_to_end_stores_rounds_and_gaps_and_keeps_test_questions_out(da
 
     study = SelfImproveStudy(experiment="si-test", models=("smollm2",), tasks=("strategyqa",), n_train=6, n_test=3,
                              k=2, max_tokens=48, rounds=1, filters=("majority", "oracle", "none", "gold"), tau=0.5,
-                             seeds=(0, 1))
+                             seeds=(0,))
     assert study.cells()[0].filters == ("majority", "oracle", "none")  # no gold rationales in StrategyQA
     [cell] = run_selfimprove_study(study, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
     test_ids = {q.qid for q in load_reasoning("strategyqa", split="test", data_dir=data_dir, limit=3)}
