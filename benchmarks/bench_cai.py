@@ -41,10 +41,17 @@ def _gap(g: dict) -> str:
     return f"{g['pgr']:+.2f} [{g['pgr_ci'][0]:+.2f}, {g['pgr_ci'][1]:+.2f}]"
 
 
+def _relative(path: str) -> str:
+    from pathlib import Path
+
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def markdown(out: dict, config_path: str) -> str:
     c = out["config"]
     lines = ["# Constitutional AI: measured numbers", "",
-             f"Regenerate: `python benchmarks/bench_cai.py --config {config_path.split('w2slab/')[-1]}` (2 CPU cores). "
+             f"Regenerate: `python benchmarks/bench_cai.py --config {_relative(config_path)}` (2 CPU cores). "
              "SL-CAI critiques and revisions (generated text) stay in benchmarks/out/cai-results/. Protocol: "
              "[cai.md](cai.md).", "",
              f"{out['pairs']['n']} HH-RLHF harmless-base pairs ({out['pairs']['held_out']} held out by conversation; "

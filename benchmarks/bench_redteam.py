@@ -55,13 +55,20 @@ def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
+def _relative(path: str) -> str:
+    from pathlib import Path
+
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def markdown(out: dict, config_path: str) -> str:
     from w2slab.report.redteam import attack_table
 
     study = out["study"]
     c = study["config"]
     lines = ["# Red teaming: measured numbers", "",
-             f"Regenerate: `python benchmarks/bench_redteam.py --config {config_path.split('w2slab/')[-1]}` (2 CPU "
+             f"Regenerate: `python benchmarks/bench_redteam.py --config {_relative(config_path)}` (2 CPU "
              "cores). Test cases, replies and failures — generated text that may be offensive — stay in "
              "benchmarks/out/redteam-results/ (never in git). Protocol: [redteam.md](redteam.md).", "",
              f"Red LM {c['red_lm']}; targets {', '.join(c['targets'])}; {c['n_cases']} test cases per method, target "
