@@ -80,7 +80,6 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
 
     results = resolve_results(results_dir)
     questions = load_passage_questions(config.task, data_dir=data_dir, limit=config.n_questions, seed=config.item_seed)
-    y = np.array([q.correct for q in questions])
     created = datetime.now(timezone.utc).isoformat()
     lms: dict[str, object] = {}
 
@@ -99,7 +98,7 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
             start = time.perf_counter()
             alone = O.p_correct(lm_for(expert), questions, [None] * len(questions), both_orders=config.both_orders,
                                 passage=True)
-            out["experts"][expert] = _measures(y, alone["p"][None, :], questions) | {"flip_rate": alone["flip_rate"]}
+            out["experts"][expert] = _measures(alone["p"][None, :]) | {"flip_rate": alone["flip_rate"]}
             rows += _rows(config, created, questions, expert, "expert", expert, [0], alone["p"][None, :])
             for protocol in ("consultancy", "debate"):
                 if protocol not in config.protocols:
@@ -113,7 +112,7 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
             start = time.perf_counter()
             blind = O.p_correct(lm_for(judge), questions, [None] * len(questions), both_orders=config.both_orders)
             rows += _rows(config, created, questions, judge, "blind", "", [0], blind["p"][None, :])
-            result = {"blind": _measures(y, blind["p"][None, :], questions) | {"flip_rate": blind["flip_rate"]}}
+            result = {"blind": _measures(blind["p"][None, :]) | {"flip_rate": blind["flip_rate"]}}
             for expert in config.experts:
                 result[expert] = {}
                 for protocol in [p for p in O.TRANSCRIPT_PROTOCOLS if p in config.protocols]:
@@ -128,12 +127,12 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
                         per_seed.append(O.p_correct(lm_for(judge), questions, transcripts[key],
                                                     both_orders=config.both_orders))
                     p = np.stack([s["p"] for s in per_seed])  # (n_seeds, n)
-                    measures = _measures(y, p, questions)
+                    measures = _measures(p)
                     measures["flip_rate"] = float(np.mean([s["flip_rate"] for s in per_seed])) \
                         if config.both_orders else None
                     if protocol == "consultancy":
                         measures["persuasion"] = _consultancy_persuasion(questions, p, config.seeds)
-                    gap = _gap(y, blind["p"], p, out["experts"][expert]["p"])
+                    gap = _gap(blind["p"], p, out["experts"][expert]["p"])
                     measures["gap_recovered"] = gap["gap"]
                     measures["change"] = gap["change"]
                     result[expert][protocol] = measures
@@ -160,7 +159,7 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
     return out
 
 
-def _measures(y: np.ndarray, p: np.ndarray, questions) -> dict:
+def _measures(p: np.ndarray) -> dict:
     """Accuracy (mean over seeds) and ECE of the judge's confidence, from P(correct) (n_seeds, n)."""
     from .selfimprove import expected_calibration_error
 
@@ -189,11 +188,11 @@ def _consultancy_persuasion(questions, p: np.ndarray, seeds) -> dict:
             "agree_when_incorrect": float(np.mean(dishonest)) if dishonest else None}
 
 
-def _gap(y, p_blind, p_protocol, p_expert) -> dict:
+def _gap(p_blind, p_protocol, p_expert) -> dict:
     """Gap recovered (protocol − blind) / (expert − blind) with the PGR bootstrap, and the paired accuracy change."""
     from ..evaluation.pgr import pgr_with_ci
 
-    ones = np.ones(len(y), dtype=int)  # p are P(correct), so "class 1" is "correct" for every question
+    ones = np.ones(len(p_blind), dtype=int)  # p are P(correct), so "class 1" is "correct" for every question
     gap = pgr_with_ci(ones, p_blind, p_protocol, p_expert, seed=0)
     change = pgr_with_ci(ones, p_blind, p_blind, p_protocol, seed=0)
     return {"gap": gap.as_dict(), "change": {"mean": change.gap, "ci": list(change.gap_ci)}}
