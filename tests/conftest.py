@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,10 +17,20 @@ def pytest_configure(config):
     # One fresh cache per test session: tests never read the user's cache, and the session computes each
     # feature once. W2SLAB_TEST_CACHE_DIR keeps a cache across sessions for local iteration.
     os.environ["W2SLAB_CACHE_DIR"] = os.environ.get("W2SLAB_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="w2slab-test-")
+    # Installed weights (2-3 GB once joined and dequantised) are the same in every session: keep one copy of them
+    # outside the per-session cache instead of a fresh copy per session and per test that uses its own cache.
+    os.environ.setdefault("W2SLAB_MODELS_DIR", str(Path.home() / ".cache" / "w2slab-test-models"))
     os.environ["W2SLAB_TASKS_FILE"] = os.path.join(tempfile.mkdtemp(prefix="w2slab-tasks-"), "tasks.json")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def pytest_unconfigure(config):
+    """Remove the session's own cache and task registry (a few hundred MB); a W2SLAB_TEST_CACHE_DIR is kept."""
+    if not os.environ.get("W2SLAB_TEST_CACHE_DIR"):
+        shutil.rmtree(os.environ["W2SLAB_CACHE_DIR"], ignore_errors=True)
+    shutil.rmtree(os.path.dirname(os.environ["W2SLAB_TASKS_FILE"]), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

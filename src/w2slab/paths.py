@@ -2,6 +2,8 @@
 
 - data: ``--data-dir`` > ``W2SLAB_DATA_DIR`` > None (load from the Hugging Face Hub)
 - cache (features, stage artifacts, installed models): ``W2SLAB_CACHE_DIR`` > ``~/.cache/w2slab``
+- installed models alone: ``W2SLAB_MODELS_DIR`` > ``<cache>/models`` (weights are the same whatever the cache, so
+  several caches, e.g. test sessions, can share one copy of them)
 - results: ``./w2slab-results`` unless given
 """
 from __future__ import annotations
@@ -32,8 +34,9 @@ def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def models_dir(cache: str | os.PathLike | None = None) -> Path:
-    """Where zoo models are materialised: ``<cache>/models``."""
-    return cache_dir(cache) / "models"
+    """Where zoo models are materialised: ``W2SLAB_MODELS_DIR`` if set, else ``<cache>/models``."""
+    shared = os.environ.get("W2SLAB_MODELS_DIR")
+    return Path(shared).expanduser() if shared else cache_dir(cache) / "models"
 
 
 def results_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import __version__
 from ..io import stable_hash, write_json, write_npz
+from ..paths import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def cache_usage(root: str | Path) -> list[dict]:
     root = Path(root)
     rows = []
     for area in AREAS:
-        folder = root / area
+        folder = models_dir(root) if area == "models" else root / area
         if not folder.is_dir():
             continue
         parts = sorted(p for p in folder.iterdir() if p.is_dir()) if area == "stages" else [folder]
