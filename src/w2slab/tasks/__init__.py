@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 TASKS: Registry[TaskSpec] = Registry("task")
 _BUILTIN = {
     "sst2": "sentiment:SST2", "sst2_glue": "sentiment:SST2_GLUE", "tweeteval_sentiment": "sentiment:TWEETEVAL",
-    "amazon_polarity": "sentiment:AMAZON",
+    "amazon_polarity": "sentiment:AMAZON", "tweeteval_offensive": "sentiment:TWEETEVAL_OFFENSIVE",
     "boolq": "qa:BOOLQ", "cosmos_qa": "qa:COSMOS_QA", "dream": "qa:DREAM", "quail": "qa:QUAIL", "sciq": "qa:SCIQ",
     "openbookqa": "qa:OPENBOOKQA", "piqa": "qa:PIQA", "hellaswag": "qa:HELLASWAG", "mc_taco": "qa:MCTACO",
     "truthfulqa": "qa:TRUTHFULQA", "strategyqa": "qa:STRATEGYQA",

@@ -1,4 +1,4 @@
-"""Sentiment tasks: SST-2 (sentence and GLUE phrase level), TweetEval sentiment, Amazon reviews."""
+"""Sentiment tasks: SST-2 (sentence and GLUE phrase level), TweetEval sentiment and offensive, Amazon reviews."""
 from __future__ import annotations
 
 import re
@@ -58,18 +58,19 @@ SST2_GLUE = TaskSpec(
 )
 
 
-def _read_tweeteval(data_dir: Path) -> list[Row]:
+def _read_tweeteval(data_dir: Path, subset: str = "sentiment", splits: tuple[str, ...] = ("val", "test"),
+                    labels: tuple[str, ...] = ("0", "1", "2")) -> list[Row]:
     rows = []
-    for split in ("val", "test"):
-        texts_path = data_dir / f"tweeteval/sentiment_{split}_text.txt"
-        labels_path = data_dir / f"tweeteval/sentiment_{split}_labels.txt"
+    for split in splits:
+        texts_path = data_dir / f"tweeteval/{subset}_{split}_text.txt"
+        labels_path = data_dir / f"tweeteval/{subset}_{split}_labels.txt"
         texts = read_text(texts_path).splitlines()
-        labels = read_text(labels_path).splitlines()
-        if len(texts) != len(labels):
-            raise DataError(f"{texts_path}: {len(texts)} lines but {labels_path.name} has {len(labels)}")
-        for i, (text, label) in enumerate(zip(texts, labels), start=1):
-            if label.strip() not in ("0", "1", "2"):
-                raise DataError(f"{labels_path}, line {i}: label {label!r} outside {{0, 1, 2}}")
+        label_lines = read_text(labels_path).splitlines()
+        if len(texts) != len(label_lines):
+            raise DataError(f"{texts_path}: {len(texts)} lines but {labels_path.name} has {len(label_lines)}")
+        for i, (text, label) in enumerate(zip(texts, label_lines), start=1):
+            if label.strip() not in labels:
+                raise DataError(f"{labels_path}, line {i}: label {label!r} outside {{{', '.join(labels)}}}")
             rows.append({"text": text, "label": int(label), "_src": f"{texts_path}, line {i}"})
     return rows
 
@@ -90,6 +91,20 @@ TWEETEVAL = TaskSpec(
     template="{tweet}",
     prompt=("Tweet: {text}\nIs the sentiment of this tweet positive or negative?\nAnswer:", ("negative", "positive")),
     conversion="0 negative → 0, 2 positive → 1, 1 neutral dropped; majority class downsampled (seed 0)",
+)
+
+_OFFENSIVE_SPLITS = ("train", "val", "test")
+TWEETEVAL_OFFENSIVE = TaskSpec(
+    name="tweeteval_offensive", frozen_features_learnable=True,
+    description="TweetEval offensive (OffensEval 2019; train + validation + test): is the tweet offensive?",
+    licence="research use (Twitter terms; see cardiffnlp/tweeteval)",
+    hub=("cardiffnlp/tweet_eval", "offensive", ("train", "validation", "test")),
+    local_files=tuple(f"tweeteval/offensive_{s}_{part}.txt" for s in _OFFENSIVE_SPLITS for part in ("text", "labels")),
+    read_local=lambda d: _read_tweeteval(d, "offensive", _OFFENSIVE_SPLITS, ("0", "1")),
+    convert=lambda rows: _binary_items(rows, "offensive"),
+    template="{text}",
+    prompt=("Tweet: {text}\nIs this tweet offensive?\nAnswer:", ("no", "yes")),
+    conversion="0 not offensive, 1 offensive; all splits pooled; majority class (not offensive) downsampled (seed 0)",
 )
 
 _REVIEW = re.compile(r"<review>(.*?)</review>", re.S)
