@@ -76,6 +76,10 @@ def stage_files(cache: Path) -> dict[str, tuple[int, int]]:
     ('tasks = ["sst2"]\nladder = ["tfidf", "minilm"]\nmethods = [{method = "logconf", aux_coef = 3}]', "aux_coef"),
     ('tasks = ["sst2"]\nladder = ["tfidf", "minilm"]\nmethods = ["xent+sefl2"]', "unknown or repeated modifier"),
     ('tasks = ["sst2"\n', "not valid TOML"),
+    ('tasks = [{ n_examples = 900 }]\nladder = ["tfidf", "minilm"]', "a table in 'tasks' needs a 'name'"),
+    ('tasks = [{ name = "sst2", n_example = 900 }]\nladder = ["tfidf", "minilm"]',
+     "task 'sst2': unknown key 'n_example' (did you mean 'n_examples'?)"),
+    ('tasks = [{ name = "sst2", n_examples = 5 }]\nladder = ["tfidf", "minilm"]', "n_examples"),
 ])
 def test_bad_sweep_files_fail_with_one_line(tmp_path, text, message):
     path = write(tmp_path / "bad.toml", text)
@@ -83,6 +87,15 @@ def test_bad_sweep_files_fail_with_one_line(tmp_path, text, message):
         Sweep.from_file(path)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert str(err.value).startswith("bad.toml") or "sweep file bad.toml" in str(err.value)
+
+
+def test_a_task_table_overrides_data_settings_for_that_task_only():
+    plain = Sweep.from_dict({"tasks": ["sst2", "boolq"], "ladder": ["tfidf", "minilm"], "n_examples": 600})
+    mixed = Sweep.from_dict({"tasks": [{"name": "sst2", "n_examples": 2000}, "boolq"], "ladder": ["tfidf", "minilm"],
+                             "n_examples": 600})
+    assert [t.n_examples for t in mixed.tasks] == [2000, 600]
+    keys = {r.task.task: r.key for r in plain.runs()}, {r.task.task: r.key for r in mixed.runs()}
+    assert keys[0]["boolq"] == keys[1]["boolq"] and keys[0]["sst2"] != keys[1]["sst2"]
 
 
 def test_pair_forms_and_run_keys(tmp_path):

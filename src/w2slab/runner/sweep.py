@@ -1,7 +1,7 @@
 """Sweeps: a grid of weak-to-strong runs (tasks × (weak, strong) pairs × methods × seeds) in one TOML file.
 
     name = "ladder"                      # results are stored under this experiment name (default: file stem)
-    tasks = ["sst2", "boolq"]
+    tasks = ["sst2", "boolq"]           # or { name = "sst2", n_examples = 2000 }: that task's own data settings
     ladder = ["tfidf", "minilm-l3", "minilm", "mpnet"]   # weak → strong order
     pairs = "all"                        # every weak < strong of the ladder; "adjacent": neighbours only
     methods = ["xent", "logconf", { name = "logconf-0.75", method = "logconf", aux_coef = 0.75 }]
@@ -123,7 +123,7 @@ class Sweep:
         get = {k: raw.get(k, default) for k, (_, default) in SWEEP_KEYS.items()}
         if not raw.get("tasks"):
             raise ConfigError(f"{where}: 'tasks' is missing or empty")
-        tasks = tuple(_task_settings(t, get, where) for t in _strings(get["tasks"], "tasks", where))
+        tasks = tuple(_task_settings(t, get, where) for t in get["tasks"])
         if len({t.task for t in tasks}) != len(tasks):
             raise ConfigError(f"{where}: a task is listed twice in 'tasks'")
         aliases = _model_aliases(get["models"], get, where)
@@ -249,7 +249,20 @@ def _strings(values: list, key: str, where: str) -> list[str]:
     return [v.strip() for v in values]
 
 
-def _task_settings(name: str, get: dict, where: str) -> TaskSettings:
+TASK_KEYS = {"name": (str,), "n_examples": (int,), "split_seed": (int,), "test_fraction": (float,),
+             "val_fraction": (float,)}
+
+
+def _task_settings(entry: str | dict, get: dict, where: str) -> TaskSettings:
+    """A ``tasks`` entry: a name, or an inline table ``{ name = "sst2", n_examples = 2000 }`` whose data settings
+    replace the sweep's for that task (spend items where a gap can be resolved, not on tasks at chance)."""
+    if isinstance(entry, dict):
+        if not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise ConfigError(f"{where}: a table in 'tasks' needs a 'name'")
+        _check_keys(entry, {k: (t, None) for k, t in TASK_KEYS.items()}, f"{where} task {entry['name']!r}")
+        name, get = entry["name"].strip(), {**get, **{k: v for k, v in entry.items() if k != "name"}}
+    else:
+        name = _strings([entry], "tasks", where)[0]
     return TaskSettings(task=name, n_examples=get["n_examples"], split_seed=get["split_seed"],
                         test_fraction=float(get["test_fraction"]), val_fraction=float(get["val_fraction"]))
 
