@@ -126,3 +126,28 @@ def test_study_command_runs_end_to_end_on_two_tasks(tmp_path, cache_dir, data_di
     assert "## Verdict" in text and "| sst2 | tfidf → minilm | logconf+final |" in text
     assert "tweeteval_sentiment" in text and "Paired comparison with xent" in text
     assert ("beats xent" in text) or ("No method beats naive transfer" in text)
+
+
+def test_study_pools_several_sweeps_and_refuses_a_task_pair_in_two(tmp_path, cache_dir, data_dir):
+    from w2slab.cli import main
+    from w2slab.errors import ConfigError
+    from w2slab.report.study import write_study
+
+    common = 'methods = ["xent", "logconf"]\nseeds = 2\nn_examples = 300\nepochs = 10\n'
+    first = tmp_path / "first.toml"
+    first.write_text('name = "first"\ntasks = ["sst2"]\npairs = [["tfidf", "minilm"]]\n' + common)
+    second = tmp_path / "second.toml"
+    second.write_text('name = "second"\ntasks = ["sst2", "tweeteval_sentiment"]\npairs = [["tfidf", "minilm-l3"]]\n'
+                      + common + '[[models]]\nname = "minilm-l3"\nbase = "minilm"\nlayer = 3\n')
+    page = tmp_path / "study.md"
+    assert main(["study", str(first), str(second), "--out", str(page), "--executor", "serial",
+                 "--results-dir", str(tmp_path / "results")]) == 0
+    text = page.read_text()
+    assert "study: first + second" in text and f"w2slab study {first} {second} --out" in text
+    assert "| sst2 | tfidf → minilm | logconf |" in text and "| sst2 | tfidf → minilm-l3 | logconf |" in text
+    assert "2 tasks, 3 (task, weak→strong) pairs" in text
+    clash = tmp_path / "clash.toml"
+    clash.write_text('name = "clash"\ntasks = ["sst2"]\npairs = [["tfidf", "minilm"]]\n' + common)
+    with pytest.raises(ConfigError, match="is in sweeps 'first' and 'clash'"):
+        write_study([first, clash], tmp_path / "never.md", executor="serial", results_dir=tmp_path / "results")
+    assert not (tmp_path / "never.md").exists()

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dirs(status, data=True, results=True)
 
     study = sub.add_parser("study", help="run a sweep and write its study page (tables, medians, paired tests)")
-    study.add_argument("file", help="the sweep's TOML file")
+    study.add_argument("file", nargs="+", help="the sweep's TOML file; several make one page (task-pairs pooled)")
     study.add_argument("--out", required=True, help="the Markdown page to write, e.g. docs/study.md")
     study.add_argument("--baseline", default="xent", help="the method every other is compared with")
     study.add_argument("--executor", default="local", choices=("local", "ray", "serial"), help="how runs execute")
@@ -428,8 +428,10 @@ def cmd_study(args) -> None:
     from .runner.sweep import Sweep
 
     check_new_file(args.out, "--out")
-    Sweep.from_file(args.file)  # every run's settings checked before any work
-    page = write_study(args.file, args.out, baseline=args.baseline, command=f"w2slab study {args.file} --out {args.out}",
+    for file in args.file:
+        Sweep.from_file(file)  # every run's settings checked before any work
+    page = write_study(args.file, args.out, baseline=args.baseline,
+                       command=f"w2slab study {' '.join(args.file)} --out {args.out}",
                        executor=args.executor, processes=args.processes, data_dir=args.data_dir,
                        cache_dir=args.cache_dir, results_dir=args.results_dir, progress=sys.stderr.isatty())
     print(f"study: {page}")

@@ -2,6 +2,7 @@
 medians per method with intervals, and paired tests of each method against naive transfer (``xent``).
 
     w2slab study sweeps/study.toml --out docs/study.md     # runs the sweep (cached), then writes the page
+    w2slab study a.toml b.toml --out page.md              # several sweeps, one page (task-pairs pooled)
 
 The verdict is computed, not written by hand: a method "beats" the baseline only where the mean paired PGR
 difference has a 95% interval above zero *and* the Wilcoxon signed-rank p is below 0.05; otherwise the page says
@@ -59,13 +60,14 @@ def study_markdown(summaries: list[dict], *, baseline: str = "xent", title: str 
     summaries = latest_per_key(summaries)
     tasks = sorted({s["task"] for s in summaries})
     pairs = sorted({(s["weak"], s["strong"]) for s in summaries})
+    task_pairs = {(s["task"], s["weak"], s["strong"]) for s in summaries}
     methods = sorted({s["loss"] for s in summaries})
     seeds = max((s["result"]["n_seeds"] for s in summaries), default=0)
     defined_tasks = sorted({s["task"] for s in summaries if s["defined"] and not s["strong_to_strong"]})
     comparisons = paired_against(summaries, baseline)
     out = [f"# {title}", "", f"Regenerate: `{command}`" if command else "",
-           f"Written {dt.date.today().isoformat()}: {len(tasks)} tasks × {len(pairs)} weak→strong pairs × "
-           f"{len(methods)} methods × {seeds} seeds. PGR intervals: 95% paired bootstrap over test items and seeds "
+           f"Written {dt.date.today().isoformat()}: {len(tasks)} tasks, {len(task_pairs)} (task, weak→strong) "
+           f"pairs over {len(pairs)} distinct weak→strong pairs, × {len(methods)} methods × {seeds} seeds. PGR intervals: 95% paired bootstrap over test items and seeds "
            "(seeds drawn jointly); *undefined* where ceiling − floor is within test-set noise (per task and pair).",
            "", f"**{len(defined_tasks)} of {len(tasks)} tasks have a defined PGR** for at least one pair: "
            f"{', '.join(defined_tasks) or 'none'}.", "", "## Verdict", "", verdict(comparisons, baseline), "",
@@ -99,19 +101,38 @@ def study_markdown(summaries: list[dict], *, baseline: str = "xent", title: str 
     return "\n".join(out) + "\n"
 
 
-def write_study(sweep, out: str | Path, *, baseline: str = "xent", command: str = "", **run_options) -> Path:
-    """Run ``sweep`` (a TOML path, dict or Sweep; every finished run comes from the cache) and write its study page
-    to ``out`` atomically; returns the path. ``run_options`` go to :func:`w2slab.runner.driver.run_sweep`."""
+def write_study(sweeps, out: str | Path, *, baseline: str = "xent", command: str = "", **run_options) -> Path:
+    """Run ``sweeps`` (one or a list of TOML paths, dicts or Sweeps; every finished run comes from the cache) and
+    write one study page for all of them to ``out`` atomically; returns the path. Several sweeps let a study give
+    some tasks extra pairs (e.g. a costly strong model only where cheaper ones are at chance); their task-pairs
+    are pooled in the counts, medians and paired tests. ``run_options`` go to
+    :func:`w2slab.runner.driver.run_sweep`."""
     from ..errors import ConfigError
     from ..runner.driver import run_sweep
-
     from ..runner.sweep import load_sweep
 
-    if baseline not in {m.name for m in load_sweep(sweep).methods}:
-        raise ConfigError(f"the baseline method {baseline!r} is not in the sweep's methods")
-    result = run_sweep(sweep, **run_options)
-    page = study_markdown(result.summaries, baseline=baseline, title=f"Weak-to-strong study: {result.sweep.name}",
-                          command=command, failures=result.failures)
+    sweeps = [load_sweep(s) for s in (sweeps if isinstance(sweeps, (list, tuple)) else [sweeps])]
+    for sweep in sweeps:  # every sweep checked before any work
+        if baseline not in {m.name for m in sweep.methods}:
+            raise ConfigError(f"the baseline method {baseline!r} is not in the methods of sweep {sweep.name!r}")
+    names = [s.name for s in sweeps]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two sweeps share the name {next(n for n in names if names.count(n) > 1)!r}")
+    owner: dict[tuple[str, str, str], str] = {}
+    for sweep in sweeps:  # a task-pair in two sweeps would be counted once, from whichever ran last: refuse it
+        for task in sweep.tasks:
+            for weak, strong in sweep.pairs:
+                first = owner.setdefault((task.task, weak.name, strong), sweep.name)
+                if first != sweep.name:
+                    raise ConfigError(f"task {task.task!r} with {weak.name} → {strong} is in sweeps {first!r} and "
+                                      f"{sweep.name!r}; give each task-pair to one sweep")
+    summaries, failures = [], []
+    for sweep in sweeps:
+        result = run_sweep(sweep, **run_options)
+        summaries += result.summaries
+        failures += result.failures
+    page = study_markdown(summaries, baseline=baseline, title=f"Weak-to-strong study: {' + '.join(names)}",
+                          command=command, failures=failures)
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return Path(out)
