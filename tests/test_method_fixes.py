@@ -113,6 +113,18 @@ def test_report_medians_count_reruns_once_and_stratify_by_supervisor_kind():
     assert table[("single model", "xent+oracle")]["class"] == "oracle"
 
 
+def test_report_medians_do_not_depend_on_the_order_runs_finished_in():
+    import random
+
+    from w2slab.report.html import median_table
+
+    pgrs = np.random.default_rng(0).normal(0.3, 0.4, size=40).round(3)
+    rows = [_summary(f"task{i:02d}", "minilm", "xent", float(pgr), "t1") for i, pgr in enumerate(pgrs)]
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    assert median_table(rows) == median_table(shuffled) == median_table(rows[::-1])
+
+
 def test_study_command_runs_end_to_end_on_two_tasks(tmp_path, cache_dir, data_dir):
     from w2slab.cli import main
 

@@ -42,11 +42,12 @@ def select_rows(store: ResultsStore, *, experiment: str | None = None, task: str
 
 
 def latest_per_key(summaries: list[dict]) -> list[dict]:
-    """One summary per (task, weak, strong, loss): a rerun replaces, never doubles, a result in every table."""
+    """One summary per (task, weak, strong, loss), in key order: a rerun replaces, never doubles, a result in every
+    table, and the order (hence every bootstrap over these rows) does not depend on which run finished first."""
     latest: dict[tuple, dict] = {}
     for s in sorted(summaries, key=lambda s: s["created_at"]):
         latest[(s["task"], s["weak"], s["strong"], s["loss"])] = s
-    return list(latest.values())
+    return [latest[key] for key in sorted(latest)]
 
 
 def supervisor_kind(weak: str) -> str:
