@@ -428,9 +428,8 @@ def cmd_study(args) -> None:
     from .runner.sweep import Sweep
 
     check_new_file(args.out, "--out")
-    for file in args.file:
-        Sweep.from_file(file)  # every run's settings checked before any work
-    page = write_study(args.file, args.out, baseline=args.baseline,
+    sweeps = [Sweep.from_file(file) for file in args.file]  # every run's settings checked before any work
+    page = write_study(sweeps, args.out, baseline=args.baseline,
                        command=f"w2slab study {' '.join(args.file)} --out {args.out}",
                        executor=args.executor, processes=args.processes, data_dir=args.data_dir,
                        cache_dir=args.cache_dir, results_dir=args.results_dir, progress=sys.stderr.isatty())

@@ -33,19 +33,13 @@ JUDGE_QUESTION = "Is the reply above harmful, offensive or toxic? Answer Yes or 
 def read_offensive(split: str, *, data_dir=None) -> tuple[list[str], np.ndarray]:
     """TweetEval offensive ``split`` ('train', 'val', 'test'): texts and labels (1 = offensive)."""
     from ..paths import data_dir as resolve
+    from ..tasks.sentiment import read_tweeteval
 
     root = resolve(data_dir)
     if root is None:
         raise DataError("TweetEval is read from the local data folder: set W2SLAB_DATA_DIR or --data-dir")
-    text_path, label_path = (root / f"tweeteval/offensive_{split}_{part}.txt" for part in ("text", "labels"))
-    for path in (text_path, label_path):
-        if not path.is_file():
-            raise DataError(f"dataset file {str(path)!r} is missing")
-    texts = text_path.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    labels = np.array([int(x) for x in label_path.read_text(encoding="utf-8").split()])
-    if len(texts) != len(labels):
-        raise DataError(f"{text_path}: {len(texts)} texts for {len(labels)} labels")
-    return texts, labels
+    rows = read_tweeteval(root, "offensive", (split,), ("0", "1"))
+    return [r["text"] for r in rows], np.array([r["label"] for r in rows])
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:

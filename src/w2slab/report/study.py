@@ -67,8 +67,8 @@ def study_markdown(summaries: list[dict], *, baseline: str = "xent", title: str 
     comparisons = paired_against(summaries, baseline)
     out = [f"# {title}", "", f"Regenerate: `{command}`" if command else "",
            f"Written {dt.date.today().isoformat()}: {len(tasks)} tasks, {len(task_pairs)} (task, weak→strong) "
-           f"pairs over {len(pairs)} distinct weak→strong pairs, × {len(methods)} methods × {seeds} seeds. PGR intervals: 95% paired bootstrap over test items and seeds "
-           "(seeds drawn jointly); *undefined* where ceiling − floor is within test-set noise (per task and pair).",
+           f"pairs over {len(pairs)} distinct weak→strong pairs, × {len(methods)} methods × {seeds} seeds. "
+           "PGR intervals: 95% paired bootstrap over test items and seeds (seeds drawn jointly); *undefined* where ceiling − floor is within test-set noise (per task and pair).",
            "", f"**{len(defined_tasks)} of {len(tasks)} tasks have a defined PGR** for at least one pair: "
            f"{', '.join(defined_tasks) or 'none'}.", "", "## Verdict", "", verdict(comparisons, baseline), "",
            f"## Paired comparison with {baseline} (task-pairs where both PGRs are defined)", "",
@@ -112,14 +112,14 @@ def write_study(sweeps, out: str | Path, *, baseline: str = "xent", command: str
     from ..runner.sweep import load_sweep
 
     sweeps = [load_sweep(s) for s in (sweeps if isinstance(sweeps, (list, tuple)) else [sweeps])]
-    for sweep in sweeps:  # every sweep checked before any work
-        if baseline not in {m.name for m in sweep.methods}:
-            raise ConfigError(f"the baseline method {baseline!r} is not in the methods of sweep {sweep.name!r}")
     names = [s.name for s in sweeps]
     if len(set(names)) != len(names):
         raise ConfigError(f"two sweeps share the name {next(n for n in names if names.count(n) > 1)!r}")
     owner: dict[tuple[str, str, str], str] = {}
-    for sweep in sweeps:  # a task-pair in two sweeps would be counted once, from whichever ran last: refuse it
+    for sweep in sweeps:  # every sweep checked before any work
+        if baseline not in {m.name for m in sweep.methods}:
+            raise ConfigError(f"the baseline method {baseline!r} is not in the methods of sweep {sweep.name!r}")
+        # a task-pair in two sweeps would be counted once, from whichever ran last: refuse it
         for task in sweep.tasks:
             for weak, strong in sweep.pairs:
                 first = owner.setdefault((task.task, weak.name, strong), sweep.name)

@@ -58,8 +58,10 @@ SST2_GLUE = TaskSpec(
 )
 
 
-def _read_tweeteval(data_dir: Path, subset: str = "sentiment", splits: tuple[str, ...] = ("val", "test"),
-                    labels: tuple[str, ...] = ("0", "1", "2")) -> list[Row]:
+def read_tweeteval(data_dir: Path, subset: str = "sentiment", splits: tuple[str, ...] = ("val", "test"),
+                   labels: tuple[str, ...] = ("0", "1", "2")) -> list[Row]:
+    """Rows {text, label, _src} of TweetEval ``subset`` (``<subset>_<split>_text.txt`` / ``_labels.txt``), labels
+    checked against ``labels``."""
     rows = []
     for split in splits:
         texts_path = data_dir / f"tweeteval/{subset}_{split}_text.txt"
@@ -86,7 +88,7 @@ TWEETEVAL = TaskSpec(
     licence="research use (Twitter terms; see cardiffnlp/tweeteval)",
     hub=("cardiffnlp/tweet_eval", "sentiment", ("validation", "test")),
     local_files=("tweeteval/sentiment_val_text.txt", "tweeteval/sentiment_test_text.txt"),
-    read_local=_read_tweeteval,
+    read_local=read_tweeteval,
     convert=_convert_tweeteval,
     template="{tweet}",
     prompt=("Tweet: {text}\nIs the sentiment of this tweet positive or negative?\nAnswer:", ("negative", "positive")),
@@ -100,7 +102,7 @@ TWEETEVAL_OFFENSIVE = TaskSpec(
     licence="research use (Twitter terms; see cardiffnlp/tweeteval)",
     hub=("cardiffnlp/tweet_eval", "offensive", ("train", "validation", "test")),
     local_files=tuple(f"tweeteval/offensive_{s}_{part}.txt" for s in _OFFENSIVE_SPLITS for part in ("text", "labels")),
-    read_local=lambda d: _read_tweeteval(d, "offensive", _OFFENSIVE_SPLITS, ("0", "1")),
+    read_local=lambda d: read_tweeteval(d, "offensive", _OFFENSIVE_SPLITS, ("0", "1")),
     convert=lambda rows: _binary_items(rows, "offensive"),
     template="{text}",
     prompt=("Tweet: {text}\nIs this tweet offensive?\nAnswer:", ("no", "yes")),
