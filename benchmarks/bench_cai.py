@@ -25,14 +25,23 @@ def main() -> None:
 
     config = CaiConfig.from_toml(args.config)
     name = f"cai-{config.experiment}"
-    if args.markdown_only:
-        out = json.loads((OUT / f"{name}.json").read_text())
+    if args.markdown_only:  # the benchmark's saved numbers, else what a stopped run stored so far
+        saved = OUT / f"{name}.json"
+        partial = RESULTS / "cai" / config.experiment / "result.json"
+        out = json.loads((saved if saved.is_file() else partial).read_text())
     else:
         start = time.perf_counter()
         out = run_cai(config, results_dir=RESULTS, progress=sys.stderr.isatty())
         out["total_s"] = time.perf_counter() - start
         save(name, out)
     (ROOT / "docs/cai_bench.md").write_text(markdown(out, args.config), encoding="utf-8")
+
+
+def _labels(config: dict) -> list[str]:
+    from w2slab.feedback.cai_run import CaiConfig, setting_label
+
+    return [setting_label(s) for s in CaiConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                    for k, v in config.items()}).settings]
 
 
 def _gap(g: dict) -> str:
@@ -57,6 +66,9 @@ def markdown(out: dict, config_path: str) -> str:
              f"{out['pairs']['n']} HH-RLHF harmless-base pairs ({out['pairs']['held_out']} held out by conversation; "
              f"{out['pairs']['skipped_identical_or_malformed']} skipped as identical or malformed); preference models "
              f"on {c['features']} features, seeds {', '.join(map(str, c['seeds']))}.", "",
+             *(["**Partial:** the run stopped after these settings; not measured yet: "
+                + ", ".join(sorted(set(_labels(c)) - {s["label"] for s in out["settings"]})) + ".", ""]
+               if out.get("complete") is False else []),
              "## AI feedback vs human labels", "",
              "| feedback setting | agreement (all pairs) [95% CI] | position flips | AI alone (held out) | PM on AI "
              "labels | PM on human labels | gap recovered [95% CI] | s per 1,000 labels |", "|" + "---|" * 8]
@@ -66,6 +78,17 @@ def markdown(out: dict, config_path: str) -> str:
         lines.append(f"| {s['label']} | {a['agreement']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] | {flips} | "
                      f"{g['floor']:.3f} | {g['transfer']:.3f} | {g['ceiling']:.3f} | {_gap(g)} | "
                      f"{s['per_1000_s']:.0f} |")
+    tuned = [s for s in out["settings"] if s.get("finetune")]
+    for s in tuned:
+        f = s["finetune"]
+        lines.append(f"\n`{s['label']}`: LoRA SFT on {f['pairs']} human-labelled pairs (both orders, "
+                     f"{f['metrics']['examples']} examples) that share no conversation with the measured pairs and "
+                     f"lie outside the held-out ones; {f['metrics']['seconds']:.0f} s of "
+                     "training (included in its cost).")
+    sampled = [s for s in out["settings"] if s.get("unparseable_views") is not None]
+    for s in sampled:
+        lines.append(f"\n`{s['label']}` (sampled choices, marked): {s['unparseable_views']} views without a "
+                     "readable letter counted as 0.5.")
     policy = out.get("policy")
     if policy:
         m = policy["classifier"]

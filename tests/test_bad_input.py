@@ -29,6 +29,8 @@ def place(tmp_path, monkeypatch):
     (work / "crit.toml").write_text('critic = ["smollm2"]\n')
     (work / "empty.txt").write_text("\n")
     (work / "cai_bad.toml").write_text('[[settings]]\nmodel = "smollm2"\ntemperature = 0.3\n')
+    (work / "cai_choice.toml").write_text('[[settings]]\nmodel = "smollm2"\nchoice = "vote"\n')
+    (work / "cai_ft.toml").write_text('[[settings]]\nmodel = "m"\nbase_url = "http://127.0.0.1:1/v1"\nfinetune = 8\n')
     (work / "si.toml").write_text('models = ["smollm2"]\ntask = ["piqa"]\n')
     (work / "si_tokens.toml").write_text('[max_tokens_per_task]\nmath = 200\n')
     (work / "items.jsonl").write_text('{"item_id": "a", "problem_id": "p", "description": "d", "code": "x = 1", '
@@ -140,6 +142,8 @@ CASES = [
     (["cai", "run", "--constitution", "missing.toml"], "does not exist"),
     (["cai", "run", "--n-pairs", "0"], "--n-pairs"),
     (["cai", "run", "cai_bad.toml"], "settings #1: unknown key(s) temperature"),
+    (["cai", "run", "cai_choice.toml"], "settings #1: choice must be one of logprobs, sampled"),
+    (["cai", "run", "cai_ft.toml"], "settings #1: finetune trains a local model"),
     (["cai", "constitution", "--check", "broken.toml"], "not valid TOML"),
     # self-improvement
     (["selfimprove", "run", "broken.toml"], "not valid TOML"),

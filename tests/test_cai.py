@@ -84,3 +84,122 @@ def test_an_sl_cai_round_end_to_end(cache_dir):
     assert [r["completion"][0]["content"] for r in rows] == [r["final"] for r in records]
     trained = train_sft("smollm2", rows, cache=cache_dir, config=PolicyTraining(epochs=1.0))
     assert trained.metrics["examples"] == 2
+
+
+def test_a_sampled_answer_is_read_for_its_stated_letter_and_never_guessed():
+    cases = {"Answer: A": "A", "B": "B", "(B) because it is kind": "B", "Response A is better.": "A",
+             "I choose Option B.": "B", "The answer is **B**": "B", "Answer: A ... no. Answer: B": "B",
+             "A man walked into a bar": None, "the answer is a tricky one": None, "Neither is good": None}
+    assert {text: C.read_choice(text) for text in cases} == cases
+
+
+def test_chain_of_thought_labels_still_sum_to_one_over_the_two_orders(data_dir, cache_dir):
+    from w2slab.lm import load_lm
+
+    pairs = C.hh_pairs(data_dir=data_dir, limit=2)
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        forward = C.ai_preferences(lm, [(p["context"], p["a"], p["b"]) for p in pairs], C.load_constitution(),
+                                   cot=True, cot_tokens=24)
+        backward = C.ai_preferences(lm, [(p["context"], p["b"], p["a"]) for p in pairs], C.load_constitution(),
+                                    cot=True, cot_tokens=24)
+        plain = C.ai_preferences(lm, [(p["context"], p["a"], p["b"]) for p in pairs], C.load_constitution())
+    assert np.allclose(forward["p_a"] + backward["p_a"], 1.0)  # the same four views, reasoned once each (greedy)
+    assert len(forward["reasoning"]) == 2 and all(isinstance(r, str) for r in forward["reasoning"])
+    assert not np.allclose(forward["p_a"], plain["p_a"])  # the letter is read after the reasoning, not before
+    assert plain["reasoning"] is None and plain["unparseable"] is None
+
+
+def test_sampled_choices_give_shares_of_answers_and_count_the_unreadable(data_dir, cache_dir):
+    from w2slab.lm import load_lm
+
+    pairs = C.hh_pairs(data_dir=data_dir, limit=2)
+    triples = [(p["context"], p["a"], p["b"]) for p in pairs]
+    with load_lm("qwen-coder-0.5b", cache=cache_dir) as lm:
+        first = C.ai_preferences(lm, triples, C.load_constitution(), choice="sampled", samples=4, seed=3)
+        again = C.ai_preferences(lm, triples, C.load_constitution(), choice="sampled", samples=4, seed=3)
+    assert np.array_equal(first["p_a"], again["p_a"])  # same seed, same labels
+    assert 0 <= first["unparseable"] <= 4  # views (2 pairs x 2 orders) without one readable letter
+    # every view is a share of 4 answers (or 0.5 when none was readable); a pair averages its two views
+    assert np.all(np.isin(np.round(first["p_a"] * 8), np.arange(9)))
+
+
+def test_a_server_without_log_probs_is_named_and_the_sampled_fallback_works():
+    """A real HTTP server that, like some OpenAI-compatible servers (older Ollama), renders chat only inside its
+    chat endpoint and returns no log-probs; it always answers "Answer: A"."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from w2slab.lm import load_lm
+
+    class NoLogprobs(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self._reply(200, {"object": "list", "data": [{"id": "judge", "object": "model", "created": 0,
+                                                           "owned_by": "me"}]})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path != "/v1/chat/completions":
+                return self._reply(404, {"error": {"message": "not found"}})
+            self._reply(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "judge",
+                              "choices": [{"index": 0, "finish_reason": "stop",
+                                           "message": {"role": "assistant", "content": "Answer: A"}}],
+                              "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+
+        def _reply(self, code, body):
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), NoLogprobs)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    triples = [("Human: hi", "Hello! How can I help?", "Go away.")]
+    try:
+        with load_lm(None, backend="openai", base_url=f"http://127.0.0.1:{httpd.server_port}/v1", cache=False,
+                     max_retries=0, timeout=10) as lm:
+            with pytest.raises(ConfigError, match='cannot score; use the sampled-choice fallback .choice = "sampled"'):
+                C.ai_preferences(lm, triples, C.load_constitution())
+            sampled = C.ai_preferences(lm, triples, C.load_constitution(), choice="sampled", samples=2)
+    finally:
+        httpd.shutdown()
+    # "A" in both orders: P(A) = 1 shown first, 0 shown second → 0.5, and a position flip on the pair
+    assert sampled["p_a"].tolist() == [0.5] and sampled["flip_rate"] == 1.0 and sampled["unparseable"] == 0
+
+
+def test_the_finetune_pool_holds_no_measured_or_held_out_conversation(data_dir):
+    everything = C.hh_pairs(data_dir=data_dir)
+    measured = everything[:300]
+    pool = C.finetune_pool(everything, measured)
+    assert len(pool) > 1000
+    assert not {p["context"] for p in pool} & {p["context"] for p in measured}
+    assert not any(p["held_out"] for p in pool)
+    rows = C.feedback_sft_rows(pool[:5], C.load_constitution())
+    for pair, forward, swapped in zip(pool[:5], rows[::2], rows[1::2]):
+        chosen = pair["a"] if pair["human"] == 1 else pair["b"]
+        for row in (forward, swapped):  # the letter names the slot that holds the human-chosen reply
+            letter = row["completion"][0]["content"]
+            assert f"Response {letter}: {chosen}\n" in row["prompt"][0]["content"] + "\n"
+
+
+def test_a_feedback_model_fine_tuned_on_human_labels_runs_end_to_end(data_dir, cache_dir, tmp_path):
+    from w2slab.feedback.cai_run import CaiConfig, run_cai
+    from w2slab.runner.store import ResultsStore
+
+    config = CaiConfig(experiment="cai-ft", settings=({"model": "smollm2", "finetune": 4},), n_pairs=30,
+                       seeds=(0, 1, 2))
+    out = run_cai(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    setting = out["settings"][0]
+    assert setting["label"] == "smollm2 ft4 ens1 swap" and setting["finetune"]["pairs"] == 4
+    assert setting["finetune"]["metrics"]["examples"] == 8  # 4 pairs in both orders
+    assert setting["gap"]["n_test"] == out["pairs"]["held_out"] > 0
+    rows = ResultsStore(tmp_path / "results.sqlite").dataframe("summaries")
+    assert rows["weak"].tolist() == ["AI labels: smollm2 ft4 ens1 swap"]
+    with pytest.raises(ConfigError, match="finetune = 5000: only"):
+        run_cai(CaiConfig(settings=({"model": "smollm2", "finetune": 5000},), n_pairs=30), results_dir=tmp_path,
+                data_dir=data_dir, cache_dir=cache_dir)

@@ -1,13 +1,15 @@
 """``run_cai``: AI feedback measured against human feedback, and the CAI policy stages, from one config.
 
-1. AI preference labels on HH-RLHF harmless-base pairs for every feedback setting (model, ensemble, both orders,
-   clamp, exemplars): agreement with the human label (interval), position flips, cost per 1,000 labels.
+1. AI preference labels on HH-RLHF harmless-base pairs for every feedback setting (model, fine-tuning on a few
+   human labels, ensemble, both orders, chain of thought, clamp, exemplars, log-probs or sampled choices):
+   agreement with the human label (interval), position flips, cost per 1,000 labels.
 2. The gap recovered per setting (``summaries`` rows, protocol 'cai'): floor = the AI labeller on held-out human
    labels, transfer = a preference model trained on its labels, ceiling = the same model on human labels.
-3. With ``policy``: SL-CAI (critique → revision on red-team prompts, LoRA SFT on the revisions), then RL-CAI as
-   DPO on pairs of the SL model's answers labelled by the first feedback setting; the policy before, after SL and
-   after DPO: harm rate (toxicity classifier, with its error), reward under the human-trained preference model,
-   refusal rate. Every critique and revision is stored in ``<results>/cai/<experiment>/``.
+3. With ``policy`` (run right after the first setting, whose labels it uses): SL-CAI (critique → revision on
+   red-team prompts, LoRA SFT on the revisions), then RL-CAI as DPO on pairs of the SL model's answers labelled by
+   the first feedback setting; the policy before, after SL and after DPO: harm rate (toxicity classifier, with its
+   error), reward under the human-trained preference model, refusal rate. Every critique and revision is stored in
+   ``<results>/cai/<experiment>/``. Each setting's row and result.json land as soon as it is measured.
 """
 from __future__ import annotations
 
@@ -24,13 +26,19 @@ from ..errors import ConfigError
 from ..io import atomic_path, config_from_toml, stable_hash, write_json
 from . import cai as C
 
-SETTING_KEYS = {"model", "ensemble", "both_orders", "clamp", "exemplars"}
+SETTING_KEYS = {"model", "ensemble", "both_orders", "clamp", "exemplars", "cot", "choice", "samples", "finetune",
+                "base_url"}
+SETTING_DEFAULTS = {"ensemble": 1, "both_orders": True, "clamp": None, "exemplars": False, "cot": False,
+                    "choice": "logprobs", "samples": 8, "finetune": 0, "base_url": ""}
 
 
 @dataclasses.dataclass(frozen=True)
 class CaiConfig:
     """``settings``: feedback settings, each {"model", "ensemble" (comparison questions averaged), "both_orders",
-    "clamp" (None or c in [0, 0.5)), "exemplars"}; ``n_pairs`` HH-RLHF pairs (20% held out by conversation);
+    "clamp" (None or c in [0, 0.5)), "exemplars", "cot" (reason before choosing), "choice" ("logprobs", or
+    "sampled" for servers without log-probs), "samples" (sampled answers per view), "finetune" (N > 0: first
+    LoRA-fine-tune the model on N human-labelled pairs that are not among the measured ones), "base_url" (an
+    OpenAI-compatible server; model = the served name)}; ``n_pairs`` HH-RLHF pairs (20% held out by conversation);
     ``seeds``: preference-model training subsamples; ``features``: the preference model's encoder;
     ``constitution``: a TOML path ('' = the default). With ``policy``: ``n_prompts`` red-team prompts (first
     HH-RLHF human turns, or ``prompts_file`` — e.g. a red-teaming failure dataset), ``rounds`` of critique and
@@ -61,7 +69,16 @@ class CaiConfig:
             if unknown:
                 raise ConfigError(f"settings #{i}: unknown key(s) {', '.join(unknown)} (known: "
                                   f"{', '.join(sorted(SETTING_KEYS))})")
-            normal.append({"ensemble": 1, "both_orders": True, "clamp": None, "exemplars": False, **s})
+            s = {**SETTING_DEFAULTS, **s}
+            if s["choice"] not in C.CHOICES:
+                raise ConfigError(f"settings #{i}: choice must be one of {', '.join(C.CHOICES)}, got {s['choice']!r}")
+            for key in ("samples", "finetune"):
+                if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < (key == "samples"):
+                    raise ConfigError(f"settings #{i}: {key} must be an integer >= {int(key == 'samples')}, "
+                                      f"got {s[key]!r}")
+            if s["finetune"] and s["base_url"]:
+                raise ConfigError(f"settings #{i}: finetune trains a local model; it cannot go with base_url")
+            normal.append(s)
         object.__setattr__(self, "settings", tuple(normal))
         freeze_lists(self, ("seeds",))
         for name in ("n_pairs", "n_prompts", "eval_prompts", "rounds", "max_tokens"):
@@ -75,19 +92,22 @@ class CaiConfig:
 
 
 def setting_label(s: dict) -> str:
-    """'smollm2 ens3 swap clamp0.4 shots' style name of a feedback setting."""
-    parts = [s["model"], f"ens{s['ensemble']}", "swap" if s["both_orders"] else "one-order"]
+    """'smollm2 ft100 ens3 swap cot clamp0.4 shots sampled8' style name of a feedback setting."""
+    parts = [s["model"]] + ([f"ft{s['finetune']}"] if s["finetune"] else [])
+    parts += [f"ens{s['ensemble']}", "swap" if s["both_orders"] else "one-order"] + (["cot"] if s["cot"] else [])
     if s["clamp"] is not None:
         parts.append(f"clamp{s['clamp']}")
     if s["exemplars"]:
         parts.append("shots")
+    if s["choice"] == "sampled":
+        parts.append(f"sampled{s['samples']}")
     return " ".join(parts)
 
 
 def run_cai(config: CaiConfig, *, results_dir=None, data_dir=None, cache_dir=None, progress: bool = False) -> dict:
     """Run ``config``; store summaries rows; write result.json (and the SL-CAI records). Returns {"config",
-    "pairs", "settings": [{label, agreement, flip_rate, gap, seconds, per_1000_s}], "policy"}."""
-    from ..lm import load_lm
+    "pairs", "settings": [{label, agreement, flip_rate, unparseable_views, finetune, gap, seconds, per_1000_s}],
+    "policy"}."""
     from ..models import make_featurizer
     from ..paths import results_dir as resolve_results
     from ..runner.store import ResultsStore
@@ -104,28 +124,69 @@ def run_cai(config: CaiConfig, *, results_dir=None, data_dir=None, cache_dir=Non
     out = {"config": dataclasses.asdict(config), "pairs": {"n": len(pairs), "held_out": int(held.sum()),
                                                            "skipped_identical_or_malformed": pairs.skipped},
            "settings": [], "policy": None}
-    summaries = []
-    for setting in config.settings:
+    result_path = results / "cai" / config.experiment / "result.json"
+    store = ResultsStore(results / "results.sqlite")
+    for i, setting in enumerate(config.settings):
         start = time.perf_counter()
-        with load_lm(setting["model"], cache=cache_dir, progress=progress) as lm:
-            labels = C.ai_preferences(lm, [(p["context"], p["a"], p["b"]) for p in pairs], constitution,
-                                      both_orders=setting["both_orders"], ensemble=setting["ensemble"],
-                                      clamp=setting["clamp"], exemplars=setting["exemplars"])
+        adapter, tuning = _finetuned_feedback(config, setting, constitution, pairs, data_dir, cache_dir)
+        labels = _label(setting, adapter, [(p["context"], p["a"], p["b"]) for p in pairs], constitution, config,
+                        cache_dir, progress)
         seconds = time.perf_counter() - start
         gap = C.preference_gap(fa, fb, human, labels["p_a"], held, seeds=config.seeds)
         label = setting_label(setting)
         entry = {"label": label, "setting": setting, "agreement": C.agreement(labels["p_a"], human),
                  "agreement_held_out": C.agreement(labels["p_a"][held], human[held]),
-                 "flip_rate": labels["flip_rate"], "gap": gap, "seconds": seconds,
-                 "per_1000_s": 1000 * seconds / len(pairs)}
+                 "flip_rate": labels["flip_rate"], "unparseable_views": labels["unparseable"],
+                 "finetune": tuning, "gap": gap, "seconds": seconds, "per_1000_s": 1000 * seconds / len(pairs)}
+        if labels["reasoning"]:
+            entry["reasoning_examples"] = [{"id": p["id"], "reasoning": r, "p_a": float(q), "human": p["human"]}
+                                           for p, r, q in list(zip(pairs, labels["reasoning"], labels["p_a"]))[:5]]
         out["settings"].append(entry)
-        summaries.append(_summary(config, created, label, gap, entry))
-    if config.policy:
-        out["policy"] = _policy_stages(config, constitution, results, data_dir, cache_dir, progress, fa, fb, human,
-                                       held)
-    write_json(results / "cai" / config.experiment / "result.json", out | {"created_at": created})
-    ResultsStore(results / "results.sqlite").write([], summaries)
+        if i == 0 and config.policy:  # the policy stages use the first setting's labels: run them now, not last
+
+            def first_setting_labels(triples, setting=setting, adapter=adapter):
+                return _label(setting, adapter, triples, constitution, config, cache_dir, progress)
+
+            out["policy"] = _policy_stages(config, constitution, results, data_dir, cache_dir, progress, fa, fb,
+                                           human, held, first_setting_labels)
+        # each setting lands as soon as it is measured: a long study stopped part-way keeps what it measured
+        write_json(result_path, out | {"created_at": created, "complete": False})
+        store.write([], [_summary(config, created, label, gap, entry)])
+    write_json(result_path, out | {"created_at": created, "complete": True})
     return out
+
+
+def _label(setting: dict, adapter: str | None, triples: list[tuple[str, str, str]], constitution, config,
+           cache_dir, progress) -> dict:
+    """One feedback setting's AI preference labels of (context, A, B) triples (see ``cai.ai_preferences``)."""
+    from ..lm import load_lm
+
+    backend = {"backend": "openai", "base_url": setting["base_url"]} if setting["base_url"] else {}
+    with load_lm(setting["model"], adapter=adapter, cache=cache_dir, progress=progress, **backend) as lm:
+        return C.ai_preferences(lm, triples, constitution, both_orders=setting["both_orders"],
+                                ensemble=setting["ensemble"], clamp=setting["clamp"], exemplars=setting["exemplars"],
+                                cot=setting["cot"], choice=setting["choice"], samples=setting["samples"],
+                                cot_tokens=config.max_tokens)
+
+
+def _finetuned_feedback(config, setting, constitution, pairs, data_dir, cache_dir) -> tuple[str | None, dict | None]:
+    """With ``finetune`` N: LoRA SFT of the feedback model on N human-labelled HH-RLHF pairs (both orders) drawn
+    after the measured ones, outside the held-out conversations and sharing no conversation with any measured pair
+    (a cached stage). Returns (adapter path, {"pairs", "seconds", "cached"}) or (None, None)."""
+    from ..training.policy import PolicyTraining, train_sft
+
+    n = setting["finetune"]
+    if not n:
+        return None, None
+    pool = C.finetune_pool(C.hh_pairs(data_dir=data_dir), pairs)
+    if len(pool) < n:
+        raise ConfigError(f"finetune = {n}: only {len(pool)} human-labelled pairs lie outside the {len(pairs)} "
+                          "measured ones and the held-out conversations")
+    start = time.perf_counter()
+    trained = train_sft(setting["model"], C.feedback_sft_rows(pool[:n], constitution), cache=cache_dir,
+                        config=PolicyTraining(epochs=1.0, max_length=1024))
+    return str(trained.adapter), {"pairs": n, "seconds": time.perf_counter() - start, "cached": trained.cached,
+                                  "metrics": trained.metrics}
 
 
 def _summary(config, created, label, gap, entry) -> dict:
@@ -140,8 +201,10 @@ def _summary(config, created, label, gap, entry) -> dict:
                        "flip_rate": entry["flip_rate"], "gap": gap}}
 
 
-def _policy_stages(config, constitution, results, data_dir, cache_dir, progress, fa, fb, human, held) -> dict:
-    """SL-CAI, then DPO on AI-labelled pairs; the policy measured before, after SL and after DPO."""
+def _policy_stages(config, constitution, results, data_dir, cache_dir, progress, fa, fb, human, held,
+                   label_pairs) -> dict:
+    """SL-CAI, then DPO on pairs of answers labelled by ``label_pairs`` (the first feedback setting); the policy
+    measured before, after SL and after DPO."""
     from sklearn.linear_model import LogisticRegression
 
     from ..lm import GenerationRequest, load_lm
@@ -186,15 +249,12 @@ def _policy_stages(config, constitution, results, data_dir, cache_dir, progress,
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     sl = train_sft(config.policy, C.sl_cai_rows(records), cache=cache_dir, config=PolicyTraining(epochs=2.0))
     out["after_sl"] = measure(str(sl.adapter))
-    setting = config.settings[0]
     with load_lm(config.policy, adapter=str(sl.adapter), cache=cache_dir, progress=progress) as lm:
         answers = [[g.text.strip() for g in samples] for samples in lm.generate([GenerationRequest(
             messages=({"role": "user", "content": p},), n=2, temperature=1.0, max_tokens=config.max_tokens, seed=7)
             for p in train_prompts])]
     usable = [(p, a[0], a[1]) for p, a in zip(train_prompts, answers) if a[0] != a[1]]
-    with load_lm(setting["model"], cache=cache_dir, progress=progress) as lm:
-        labels = C.ai_preferences(lm, [(f"Human: {p}", a, b) for p, a, b in usable], constitution,
-                                  both_orders=setting["both_orders"], ensemble=setting["ensemble"])
+    labels = label_pairs([(f"Human: {p}", a, b) for p, a, b in usable]) if usable else {"p_a": []}
     dpo_pairs = [{"prompt": [{"role": "user", "content": p}],
                   "chosen": [{"role": "assistant", "content": a if q >= 0.5 else b}],
                   "rejected": [{"role": "assistant", "content": b if q >= 0.5 else a}]}

@@ -28,6 +28,12 @@ class LMServerError(W2SError, RuntimeError):
     """An inference server (or the in-process engine) failed, answered with an error or with malformed data."""
 
 
+class ScoringUnavailable(LMServerError):
+    """The backend cannot score: a server that returns no token log-probs, or one that cannot render chat
+    messages into the prompt text that scoring needs. Callers that can do without log-probs (sampled choices)
+    catch this one."""
+
+
 class CompletionsLM(LM):
     """Shared batch logic over an OpenAI-style completions transport; ``concurrency`` requests in flight."""
 
@@ -127,8 +133,8 @@ class CompletionsLM(LM):
     def _context(self, request: ScoreRequest) -> str:
         context = request.prompt if request.messages is None else self._apply_template(request.messages)
         if context is None:
-            raise ConfigError(f"{self.backend}: this server cannot render chat messages for scoring; "
-                              "pass the rendered prompt text instead")
+            raise ScoringUnavailable(f"{self.backend}: this server cannot render chat messages for scoring; "
+                                     "pass the rendered prompt text instead")
         return context
 
     def _score_one(self, request: ScoreRequest, context: str, memo: dict) -> Score:
@@ -165,7 +171,7 @@ class CompletionsLM(LM):
                                  "logprobs": self.score_top_k, **self._sampling_extras()})
         content = _field(answer, "choices", 0, "logprobs", "content")
         if not content or "top_logprobs" not in content[0]:
-            raise LMServerError(f"{self.backend}: the server returned no token log-probs (needed for scoring)")
+            raise ScoringUnavailable(f"{self.backend}: the server returned no token log-probs (needed for scoring)")
         return {int(t["id"]): float(t["logprob"]) for t in content[0]["top_logprobs"]}
 
 
