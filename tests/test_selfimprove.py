@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from w2slab.errors import ConfigError
@@ -165,3 +166,36 @@ def test_config_is_checked():
         sample_requests("gsm8k", [], k=0, temperature=0.7, max_tokens=8, seed=0)
     with pytest.raises(ConfigError, match="tau"):
         SelfImproveConfig(tau=0)
+
+
+def _cell_result(seeds, rng_seed=0, n_test=8):
+    """A cell's result in run_self_improvement's shape: greedy correctness per (filter, seed, round)."""
+    config = {"experiment": "x", "task": "strategyqa", "model": "smollm2", "n_train": 6, "n_test": n_test, "k": 2,
+              "filters": ["majority", "oracle", "none"], "seeds": list(seeds), "rounds": 1}
+    rng = np.random.default_rng(rng_seed)
+    base = rng.integers(0, 2, n_test).tolist()
+    chains = [{"filter": f, "seed": s, "stopped": None,
+               "rounds": [{"round": 0, "test": {"greedy_correct": base}},
+                          {"round": 1, "test": {"greedy_correct": np.random.default_rng([s, i]).integers(
+                              0, 2, n_test).tolist()}}]}
+              for s in seeds for i, f in enumerate(config["filters"])]
+    return {"config": config, "chains": chains, "base": {str(s): {"greedy_acc": 0.5} for s in seeds}}
+
+
+def test_a_study_run_one_seed_at_a_time_adds_up_to_the_study_run_at_once():
+    from w2slab.feedback.selfimprove_run import gap_summaries, merge_earlier_seeds
+
+    at_once = _cell_result((0, 1, 2))
+    stored = None
+    for seed in (0, 1, 2):  # three runs of --seeds N into the same results folder
+        stored = merge_earlier_seeds(_cell_result((seed,)), stored)
+    assert stored["chains"] == at_once["chains"] and stored["config"]["seeds"] == [0, 1, 2]
+    assert stored["base"] == at_once["base"]
+
+    def numbers(result):
+        return [(s["loss"], s["transfer"], s["pgr"], s["result"]["n_seeds"]) for s in gap_summaries(result, "now")]
+
+    assert numbers(stored) == numbers(at_once) and {n[-1] for n in numbers(stored)} == {3}
+    assert numbers(_cell_result((2,)))[0][-1] == 1  # what the gap rows held before: the last run's seed only
+    other = merge_earlier_seeds(_cell_result((1,), n_test=6), _cell_result((0,)))  # other settings: not merged
+    assert [c["seed"] for c in other["chains"]] == [1, 1, 1]

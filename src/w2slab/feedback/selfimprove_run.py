@@ -14,6 +14,7 @@ same 'undefined' rule as PGR.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -103,13 +104,31 @@ def run_selfimprove_study(study: SelfImproveStudy, *, results_dir=None, data_dir
         start = time.perf_counter()
         log.info("self-improvement: %s on %s", cell.model, cell.task)
         result = run_self_improvement(cell, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
+        path = results / "selfimprove" / cell.experiment / f"{cell.model}__{cell.task}.json"
+        result = merge_earlier_seeds(result, json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None)
         created = datetime.now(timezone.utc).isoformat()
         rounds, summaries = round_rows(result, created), gap_summaries(result, created)
         result.update(seconds=time.perf_counter() - start, created_at=created, summaries=summaries)
-        write_json(results / "selfimprove" / cell.experiment / f"{cell.model}__{cell.task}.json", result)
+        write_json(path, result)
         store.write([], summaries, rounds=rounds)
         out.append(result)
     return out
+
+
+def merge_earlier_seeds(result: dict, earlier: dict | None) -> dict:
+    """``result`` plus the chains of ``earlier`` (the same cell's stored result) for (filter, seed)s it lacks, so a
+    study run one seed at a time adds up to the study run at once: its gap summaries are over every seed stored,
+    not only the last run's. An earlier result of other settings (another cell identity) is ignored. Chains are
+    ordered seed-major, filters in config order, as a run of all seeds orders them."""
+    if not earlier or _cell_identity(earlier["config"]) != _cell_identity(result["config"]):
+        return result
+    filters = list(result["config"]["filters"])
+    have = {(c["filter"], c["seed"]) for c in result["chains"]}
+    chains = result["chains"] + [c for c in earlier["chains"]
+                                 if (c["filter"], c["seed"]) not in have and c["filter"] in filters]
+    chains.sort(key=lambda c: (c["seed"], filters.index(c["filter"])))
+    return {**result, "config": {**result["config"], "seeds": sorted({c["seed"] for c in chains})}, "chains": chains,
+            "base": {**earlier.get("base", {}), **result["base"]}}
 
 
 def round_rows(result: dict, created: str) -> list[dict]:
@@ -190,4 +209,5 @@ def _correct(chains: dict, filter_name: str, seeds: list[int], round_index: int)
     return np.array(rows, dtype=float)
 
 
-__all__ = ["FILTERS", "SelfImproveStudy", "gap_summaries", "round_rows", "run_selfimprove_study"]
+__all__ = ["FILTERS", "SelfImproveStudy", "gap_summaries", "merge_earlier_seeds", "round_rows",
+           "run_selfimprove_study"]
