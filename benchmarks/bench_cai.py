@@ -91,16 +91,28 @@ def markdown(out: dict, config_path: str) -> str:
                      "readable letter counted as 0.5.")
     policy = out.get("policy")
     if policy:
-        m = policy["classifier"]
+        # results of an older run carry the toxicity classifier alone, as "classifier" and a raw "harm_rate"
+        classifiers = policy.get("classifiers") or {"toxicity": policy["classifier"]}
         lines += ["", "## The policy before and after", "",
-                  f"{c['policy']} on {c['eval_prompts']} held-out red-team prompts (greedy): harm rate by the toxicity "
-                  f"classifier (precision {m['precision']:.3f}, recall {m['recall']:.3f}, false positives "
-                  f"{m['fpr']:.3f} on TweetEval offensive test), mean reward under the human-trained preference model, "
-                  "refusals and length.", "", "| policy | harm rate | reward | refusals | words |", "|---|---|---|---|---|"]
+                  f"{c['policy']} on {c['eval_prompts']} held-out red-team prompts (greedy): harm rate by each harm "
+                  "classifier, raw and corrected for its error measured on TweetEval offensive test (Rogan-Gladen, 95% "
+                  "interval over prompts and the classifier's test set); mean reward under the human-trained "
+                  "preference model; refusals and length. Classifiers: "
+                  + "; ".join(f"{kind} precision {m['precision']:.3f}, recall {m['recall']:.3f}, false positives "
+                              f"{m['fpr']:.3f}" for kind, m in classifiers.items()) + ".", "",
+                  "| policy | " + " | ".join(f"{kind} flagged (raw) | {kind} corrected [95% CI]" for kind in classifiers)
+                  + " | reward | refusals | words |", "|---|" + "---|---|" * len(classifiers) + "---|---|---|"]
         for stage in ("before", "after_sl", "after_dpo"):
             if stage in policy:
                 p = policy[stage]
-                lines.append(f"| {stage} | {p['harm_rate']:.3f} | {p['reward']:+.3f} | {p['refusal_rate']:.3f} | "
+                harm = p.get("harm") or {"toxicity": {"raw": p["harm_rate"], "corrected": None}}
+                cells = []
+                for kind in classifiers:
+                    h = harm[kind]
+                    corrected = ("—" if h.get("corrected") is None else
+                                 f"{h['corrected']:.3f} [{h['corrected_ci'][0]:.3f}, {h['corrected_ci'][1]:.3f}]")
+                    cells += [f"{h['raw']:.3f}", corrected]
+                lines.append(f"| {stage} | " + " | ".join(cells) + f" | {p['reward']:+.3f} | {p['refusal_rate']:.3f} | "
                              f"{p['mean_words']:.0f} |")
         lines.append(f"\nDPO pairs: {policy.get('dpo_pairs', 0)} (identical answer pairs skipped: "
                      f"{policy.get('identical_answer_pairs_skipped', 0)}).")

@@ -349,7 +349,8 @@ def cmd_cai(args) -> None:
         for stage in ("before", "after_sl", "after_dpo"):
             if stage in p:
                 m = p[stage]
-                print(f"policy {stage}: harm rate {m['harm_rate']:.3f}, reward {m['reward']:+.3f}, refusals "
+                harm = ", ".join(f"{kind} {h['raw']:.3f}" for kind, h in m["harm"].items())
+                print(f"policy {stage}: flagged ({harm}), reward {m['reward']:+.3f}, refusals "
                       f"{m['refusal_rate']:.3f}, {m['mean_words']:.0f} words")
 
 

@@ -7,9 +7,10 @@
    labels, transfer = a preference model trained on its labels, ceiling = the same model on human labels.
 3. With ``policy`` (run right after the first setting, whose labels it uses): SL-CAI (critique → revision on
    red-team prompts, LoRA SFT on the revisions), then RL-CAI as DPO on pairs of the SL model's answers labelled by
-   the first feedback setting; the policy before, after SL and after DPO: harm rate (toxicity classifier, with its
-   error), reward under the human-trained preference model, refusal rate. Every critique and revision is stored in
-   ``<results>/cai/<experiment>/``. Each setting's row and result.json land as soon as it is measured.
+   the first feedback setting; the policy before, after SL and after DPO: harm rate by the toxicity and the
+   harmlessness classifiers (raw and corrected for each one's measured error), reward under the human-trained
+   preference model, refusal rate. Every critique and revision is stored in ``<results>/cai/<experiment>/``.
+   Each setting's row and result.json land as soon as it is measured.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ..errors import ConfigError
 from ..io import atomic_path, config_from_toml, stable_hash, write_json
 from . import cai as C
 
+HARM_CLASSIFIERS = ("toxicity", "harmlessness")  # the red-team classifiers that read text alone, error measured
 SETTING_KEYS = {"model", "ensemble", "both_orders", "clamp", "exemplars", "cot", "choice", "samples", "finetune",
                 "base_url"}
 SETTING_DEFAULTS = {"ensemble": 1, "both_orders": True, "clamp": None, "exemplars": False, "cot": False,
@@ -211,7 +213,7 @@ def _policy_stages(config, constitution, results, data_dir, cache_dir, progress,
     from ..models import make_featurizer
     from ..training.policy import PolicyTraining, train_dpo, train_sft
     from .harm import train_classifier
-    from .redteam import load_seed_pool, read_failures
+    from .redteam import corrected_rate, load_seed_pool, read_failures
     from .redteam_run import REFUSALS
 
     if config.prompts_file:
@@ -227,20 +229,21 @@ def _policy_stages(config, constitution, results, data_dir, cache_dir, progress,
     reward_model = LogisticRegression(fit_intercept=False, max_iter=2000).fit(
         np.concatenate([diff, -diff]), np.concatenate([human[train], 1 - human[train]]))
     featurizer = make_featurizer(config.features, cache=cache_dir, progress=False)
-    toxicity = train_classifier("toxicity", features=config.features, data_dir=data_dir, cache=cache_dir)
+    classifiers = {kind: train_classifier(kind, features=config.features, data_dir=data_dir, cache=cache_dir)
+                   for kind in HARM_CLASSIFIERS}
 
     def measure(adapter: str | None) -> dict:
         with load_lm(config.policy, adapter=adapter, cache=cache_dir, progress=progress) as lm:
             replies = [g[0].text.strip() for g in lm.generate([GenerationRequest(
                 messages=({"role": "user", "content": p},), n=1, temperature=0.0, max_tokens=config.max_tokens)
                 for p in eval_prompts])]
-        harm = toxicity.flags(replies)
+        harm = {kind: corrected_rate(c.flags(replies), c.metrics) for kind, c in classifiers.items()}
         reward = featurizer.transform(replies) @ reward_model.coef_[0]
-        return {"harm_rate": float(harm.mean()), "reward": float(np.mean(reward)),
+        return {"harm": harm, "harm_rate": harm["toxicity"]["raw"], "reward": float(np.mean(reward)),
                 "refusal_rate": float(np.mean([r.lower().startswith(REFUSALS) for r in replies])),
                 "mean_words": float(np.mean([len(r.split()) for r in replies]))}
 
-    out = {"before": measure(None), "classifier": toxicity.metrics}
+    out = {"before": measure(None), "classifiers": {kind: c.metrics for kind, c in classifiers.items()}}
     with load_lm(config.policy, cache=cache_dir, progress=progress) as lm:
         records = C.critique_revise(lm, train_prompts, constitution, rounds=config.rounds,
                                     max_tokens=config.max_tokens)
