@@ -227,7 +227,7 @@ def ai_preferences(lm, pairs: list[tuple[str, str, str]], constitution: Constitu
     Returns {"p_a", "flip_rate" (share of pairs whose choice changes with the order; None without both_orders),
     "p_a_first_order", "unparseable" (views; sampled only), "reasoning" (the first view's chain of thought per
     pair; cot only)}. A backend that cannot score raises ConfigError offering the sampled-choice fallback."""
-    from ..lm import GenerationRequest, ScoreRequest
+    from ..lm import GenerationRequest, ScoreRequest, in_chunks
     from ..lm.completions import ScoringUnavailable
 
     if not pairs:
@@ -250,21 +250,22 @@ def ai_preferences(lm, pairs: list[tuple[str, str, str]], constitution: Constitu
     reasoning, unparseable = None, None
     try:
         if choice == "sampled":
-            answers = lm.generate([GenerationRequest(messages=v, n=samples, temperature=1.0, seed=seed,
-                                                     max_tokens=cot_tokens if cot else 8) for v in views])
+            answers = in_chunks(lm.generate, [GenerationRequest(messages=v, n=samples, temperature=1.0, seed=seed,
+                                                                max_tokens=cot_tokens if cot else 8) for v in views])
             letters = [[read_choice(g.text) for g in view] for view in answers]
             unparseable = sum(all(x is None for x in view) for view in letters)
             p_first = np.array([np.mean([x == "A" for x in view if x]) if any(view) else 0.5 for view in letters])
         else:
             if cot:
-                thoughts = [g[0].text.strip() for g in lm.generate([GenerationRequest(
+                thoughts = [g[0].text.strip() for g in in_chunks(lm.generate, [GenerationRequest(
                     messages=v, temperature=0.0, max_tokens=cot_tokens, stop=("Answer:",)) for v in views])]
                 contexts = [_rendered(lm, v) + t + "\nAnswer:" for v, t in zip(views, thoughts)]
                 requests = [ScoreRequest(prompt=c, continuation=f" {x}") for c in contexts for x in "AB"]
                 reasoning = thoughts[:: ensemble * len(orders)]
             else:
                 requests = [ScoreRequest(messages=v, continuation=x) for v in views for x in "AB"]
-            logp = np.array([s.logprob for s in lm.loglikelihood(requests)]).reshape(len(views), 2)
+            scores = in_chunks(lm.loglikelihood, requests, chunk=256)  # a stopped study keeps finished chunks
+            logp = np.array([s.logprob for s in scores]).reshape(len(views), 2)
             p_first = 1.0 / (1.0 + np.exp(logp[:, 1] - logp[:, 0]))  # P(the response shown first is better)
     except ScoringUnavailable as err:
         raise ConfigError(f"{err}: this feedback model cannot score; use the sampled-choice fallback "

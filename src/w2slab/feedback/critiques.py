@@ -232,7 +232,7 @@ def critique_items(lm, items: list[dict], *, seeds: tuple[int, ...] = (0,), temp
                    max_tokens: int = 96, chunk: int = 48) -> list[list[str]]:
     """Critiques of every item by critic ``lm``: result[s][i] is seed ``seeds[s]``'s critique of item i (one
     sample each; with temperature 0 all seeds give the same greedy critique)."""
-    from ..lm import GenerationRequest
+    from ..lm import GenerationRequest, in_chunks
 
     if not items:
         raise DataError("no items to critique")
@@ -240,9 +240,7 @@ def critique_items(lm, items: list[dict], *, seeds: tuple[int, ...] = (0,), temp
     # chunks: with a cached LM every finished chunk is stored at once, so a killed run loses at most one chunk
     requests = [GenerationRequest(messages=critic_messages(item), temperature=temperature, max_tokens=max_tokens,
                                   seed=s) for item in items for s in seeds]
-    texts = []
-    for start in range(0, len(requests), chunk):
-        texts += [samples[0].text.strip() for samples in lm.generate(requests[start: start + chunk])]
+    texts = [samples[0].text.strip() for samples in in_chunks(lm.generate, requests, chunk=chunk)]
     return [texts[k::len(seeds)] for k in range(len(seeds))]
 
 

@@ -163,10 +163,9 @@ def sample_requests(task: str, questions: list[ReasoningQuestion], *, k: int, te
 def generate_in_chunks(lm, requests: list, *, chunk: int = 8) -> list[list[str]]:
     """Texts of every request, ``chunk`` requests per call: with a cached LM each finished chunk is stored at once,
     so a run killed mid-round recomputes at most one chunk."""
-    texts = []
-    for start in range(0, len(requests), chunk):
-        texts += [[g.text for g in samples] for samples in lm.generate(requests[start: start + chunk])]
-    return texts
+    from ..lm import in_chunks
+
+    return [[g.text for g in samples] for samples in in_chunks(lm.generate, requests, chunk=chunk)]
 
 
 def seed_for(seed: int, round_index: int) -> int:

@@ -78,6 +78,16 @@ def read_score_pairs(path: str | Path) -> tuple[list[dict], list[ScoreRequest]]:
     return rows, requests
 
 
+def in_chunks(call, requests: list, *, chunk: int = 64) -> list:
+    """``call(requests[i : i + chunk])`` for each chunk, the answers concatenated (``call``: an LM's ``generate`` or
+    ``loglikelihood``). With a cached LM each finished chunk is stored at once, so a run killed part-way recomputes
+    at most one chunk, not the whole batch."""
+    out = []
+    for start in range(0, len(requests), chunk):
+        out += call(requests[start: start + chunk])
+    return out
+
+
 def requests_from_rows(rows: list[dict], **sampling) -> list[GenerationRequest]:
     """GenerationRequests from prompt rows (see :func:`read_prompts`) with the same ``sampling`` settings."""
     out = []
@@ -111,4 +121,4 @@ def score(model: str | None, pairs: list[tuple[str, str]], *, backend: str = "ll
 
 
 __all__ = ["BACKENDS", "CachedLM", "Generation", "GenerationCache", "GenerationRequest", "LM", "Score",
-           "ScoreRequest", "generate", "load_lm", "read_prompts", "read_score_pairs", "requests_from_rows", "score"]
+           "ScoreRequest", "generate", "in_chunks", "load_lm", "read_prompts", "read_score_pairs", "requests_from_rows", "score"]
