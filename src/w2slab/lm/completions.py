@@ -11,6 +11,7 @@ inexact (``Score.exact = False``), never silently wrong.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,11 +114,21 @@ class CompletionsLM(LM):
 
     def loglikelihood(self, requests: Sequence[ScoreRequest]) -> list[Score]:
         # requests that share a context (a judge's "Yes" and "No") are scored by one thread that shares the
-        # next-token calls: one prompt evaluation per distinct prefix, not one per request
+        # next-token calls: one prompt evaluation per distinct prefix, not one per request. Neighbouring contexts
+        # that share a long beginning (one comparison asked in both orders, or with several questions) go to the
+        # same thread one after another, so the server finds the common prefix in that slot's KV cache and
+        # evaluates only the rest. Scheduling only: every score is the same request's score.
         contexts = [self._context(r) for r in requests]
-        groups: dict[str, list[int]] = {}
+        by_context: dict[str, list[int]] = {}
         for i, context in enumerate(contexts):
-            groups.setdefault(context, []).append(i)
+            by_context.setdefault(context, []).append(i)
+        groups: dict[int, list[int]] = {}
+        previous = None
+        for context, indices in by_context.items():
+            if previous is None or not _share_a_prefix(previous, context):
+                groups[len(groups)] = []
+            groups[len(groups) - 1] += indices
+            previous = context
 
         def score_group(indices: list[int]) -> list[tuple[int, Score]]:
             memo: dict[tuple[int, ...], dict[int, float]] = {}
@@ -173,6 +184,12 @@ class CompletionsLM(LM):
         if not content or "top_logprobs" not in content[0]:
             raise ScoringUnavailable(f"{self.backend}: the server returned no token log-probs (needed for scoring)")
         return {int(t["id"]): float(t["logprob"]) for t in content[0]["top_logprobs"]}
+
+
+def _share_a_prefix(a: str, b: str, *, share: float = 0.25, at_least: int = 200) -> bool:
+    """Whether two prompts begin alike for at least ``at_least`` characters and ``share`` of the shorter one."""
+    n = len(os.path.commonprefix([a, b]))
+    return n >= at_least and n >= share * min(len(a), len(b))
 
 
 def _field(answer: dict, *path):
