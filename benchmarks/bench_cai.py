@@ -70,14 +70,14 @@ def markdown(out: dict, config_path: str) -> str:
                 + ", ".join(sorted(set(_labels(c)) - {s["label"] for s in out["settings"]})) + ".", ""]
                if out.get("complete") is False else []),
              "## AI feedback vs human labels", "",
-             "| feedback setting | agreement (all pairs) [95% CI] | position flips | AI alone (held out) | PM on AI "
-             "labels | PM on human labels | gap recovered [95% CI] | s per 1,000 labels |", "|" + "---|" * 8]
+             "| feedback setting | pairs (held out) | agreement [95% CI] | position flips | AI alone (held out) | PM on "
+             "AI labels | PM on human labels | gap recovered [95% CI] | s per 1,000 labels |", "|" + "---|" * 9]
     for s in out["settings"]:
         a, g = s["agreement"], s["gap"]
         flips = "—" if s["flip_rate"] is None else f"{100 * s['flip_rate']:.0f}%"
-        lines.append(f"| {s['label']} | {a['agreement']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] | {flips} | "
-                     f"{g['floor']:.3f} | {g['transfer']:.3f} | {g['ceiling']:.3f} | {_gap(g)} | "
-                     f"{s['per_1000_s']:.0f} |")
+        lines.append(f"| {s['label']} | {a['n']} ({g['n_test']}) | {a['agreement']:.3f} [{a['ci'][0]:.3f}, "
+                     f"{a['ci'][1]:.3f}] | {flips} | {g['floor']:.3f} | {g['transfer']:.3f} | {g['ceiling']:.3f} | "
+                     f"{_gap(g)} | {s['per_1000_s']:.0f} |")
     tuned = [s for s in out["settings"] if s.get("finetune")]
     for s in tuned:
         f = s["finetune"]

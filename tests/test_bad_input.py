@@ -30,6 +30,7 @@ def place(tmp_path, monkeypatch):
     (work / "empty.txt").write_text("\n")
     (work / "cai_bad.toml").write_text('[[settings]]\nmodel = "smollm2"\ntemperature = 0.3\n')
     (work / "cai_choice.toml").write_text('[[settings]]\nmodel = "smollm2"\nchoice = "vote"\n')
+    (work / "cai_n.toml").write_text('n_pairs = 100\n[[settings]]\nmodel = "smollm2"\nn_pairs = 300\n')
     (work / "cai_ft.toml").write_text('[[settings]]\nmodel = "m"\nbase_url = "http://127.0.0.1:1/v1"\nfinetune = 8\n')
     (work / "si.toml").write_text('models = ["smollm2"]\ntask = ["piqa"]\n')
     (work / "si_tokens.toml").write_text('[max_tokens_per_task]\nmath = 200\n')
@@ -144,6 +145,7 @@ CASES = [
     (["cai", "run", "cai_bad.toml"], "settings #1: unknown key(s) temperature"),
     (["cai", "run", "cai_choice.toml"], "settings #1: choice must be one of logprobs, sampled"),
     (["cai", "run", "cai_ft.toml"], "settings #1: finetune trains a local model"),
+    (["cai", "run", "cai_n.toml"], "settings #1: n_pairs 300 exceeds the study's n_pairs 100"),
     (["cai", "constitution", "--check", "broken.toml"], "not valid TOML"),
     # self-improvement
     (["selfimprove", "run", "broken.toml"], "not valid TOML"),

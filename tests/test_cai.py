@@ -191,15 +191,17 @@ def test_a_feedback_model_fine_tuned_on_human_labels_runs_end_to_end(data_dir, c
     from w2slab.feedback.cai_run import CaiConfig, run_cai
     from w2slab.runner.store import ResultsStore
 
-    config = CaiConfig(experiment="cai-ft", settings=({"model": "smollm2", "finetune": 4},), n_pairs=30,
-                       seeds=(0, 1, 2))
+    config = CaiConfig(experiment="cai-ft", settings=({"model": "smollm2", "finetune": 4},
+                                                      {"model": "smollm2", "n_pairs": 20}), n_pairs=30, seeds=(0, 1, 2))
     out = run_cai(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
-    setting = out["settings"][0]
-    assert setting["label"] == "smollm2 ft4 ens1 swap" and setting["finetune"]["pairs"] == 4
-    assert setting["finetune"]["metrics"]["examples"] == 8  # 4 pairs in both orders
-    assert setting["gap"]["n_test"] == out["pairs"]["held_out"] > 0
+    tuned, first = out["settings"]
+    assert tuned["label"] == "smollm2 ft4 ens1 swap" and tuned["finetune"]["pairs"] == 4
+    assert tuned["finetune"]["metrics"]["examples"] == 8  # 4 pairs in both orders
+    assert tuned["gap"]["n_test"] == out["pairs"]["held_out"] > 0
+    assert first["label"] == "smollm2 ens1 swap first20" and first["agreement"]["n"] == 20
+    assert first["gap"]["n_test"] < tuned["gap"]["n_test"]  # the held-out pairs among the first 20
     rows = ResultsStore(tmp_path / "results.sqlite").dataframe("summaries")
-    assert rows["weak"].tolist() == ["AI labels: smollm2 ft4 ens1 swap"]
+    assert sorted(rows["weak"]) == ["AI labels: smollm2 ens1 swap first20", "AI labels: smollm2 ft4 ens1 swap"]
     with pytest.raises(ConfigError, match="finetune = 5000: only"):
         run_cai(CaiConfig(settings=({"model": "smollm2", "finetune": 5000},), n_pairs=30), results_dir=tmp_path,
                 data_dir=data_dir, cache_dir=cache_dir)

@@ -29,9 +29,9 @@ from . import cai as C
 
 HARM_CLASSIFIERS = ("toxicity", "harmlessness")  # the red-team classifiers that read text alone, error measured
 SETTING_KEYS = {"model", "ensemble", "both_orders", "clamp", "exemplars", "cot", "choice", "samples", "finetune",
-                "base_url"}
+                "base_url", "n_pairs"}
 SETTING_DEFAULTS = {"ensemble": 1, "both_orders": True, "clamp": None, "exemplars": False, "cot": False,
-                    "choice": "logprobs", "samples": 8, "finetune": 0, "base_url": ""}
+                    "choice": "logprobs", "samples": 8, "finetune": 0, "base_url": "", "n_pairs": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +40,9 @@ class CaiConfig:
     "clamp" (None or c in [0, 0.5)), "exemplars", "cot" (reason before choosing), "choice" ("logprobs", or
     "sampled" for servers without log-probs), "samples" (sampled answers per view), "finetune" (N > 0: first
     LoRA-fine-tune the model on N human-labelled pairs that are not among the measured ones), "base_url" (an
-    OpenAI-compatible server; model = the served name)}; ``n_pairs`` HH-RLHF pairs (20% held out by conversation);
+    OpenAI-compatible server; model = the served name), "n_pairs" (N > 0: only the first N of the study's pairs,
+    for a model too slow to label them all; marked in its label)}; ``n_pairs`` HH-RLHF pairs (20% held out by
+    conversation);
     ``seeds``: preference-model training subsamples; ``features``: the preference model's encoder;
     ``constitution``: a TOML path ('' = the default). With ``policy``: ``n_prompts`` red-team prompts (first
     HH-RLHF human turns, or ``prompts_file`` — e.g. a red-teaming failure dataset), ``rounds`` of critique and
@@ -74,10 +76,12 @@ class CaiConfig:
             s = {**SETTING_DEFAULTS, **s}
             if s["choice"] not in C.CHOICES:
                 raise ConfigError(f"settings #{i}: choice must be one of {', '.join(C.CHOICES)}, got {s['choice']!r}")
-            for key in ("samples", "finetune"):
+            for key in ("samples", "finetune", "n_pairs"):
                 if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < (key == "samples"):
                     raise ConfigError(f"settings #{i}: {key} must be an integer >= {int(key == 'samples')}, "
                                       f"got {s[key]!r}")
+            if s["n_pairs"] > self.n_pairs:
+                raise ConfigError(f"settings #{i}: n_pairs {s['n_pairs']} exceeds the study's n_pairs {self.n_pairs}")
             if s["finetune"] and s["base_url"]:
                 raise ConfigError(f"settings #{i}: finetune trains a local model; it cannot go with base_url")
             normal.append(s)
@@ -103,6 +107,8 @@ def setting_label(s: dict) -> str:
         parts.append("shots")
     if s["choice"] == "sampled":
         parts.append(f"sampled{s['samples']}")
+    if s["n_pairs"]:
+        parts.append(f"first{s['n_pairs']}")
     return " ".join(parts)
 
 
@@ -131,15 +137,16 @@ def run_cai(config: CaiConfig, *, results_dir=None, data_dir=None, cache_dir=Non
     for i, setting in enumerate(config.settings):
         start = time.perf_counter()
         adapter, tuning = _finetuned_feedback(config, setting, constitution, pairs, data_dir, cache_dir)
-        labels = _label(setting, adapter, [(p["context"], p["a"], p["b"]) for p in pairs], constitution, config,
+        n = setting["n_pairs"] or len(pairs)  # this setting labels the first n pairs
+        labels = _label(setting, adapter, [(p["context"], p["a"], p["b"]) for p in pairs[:n]], constitution, config,
                         cache_dir, progress)
         seconds = time.perf_counter() - start
-        gap = C.preference_gap(fa, fb, human, labels["p_a"], held, seeds=config.seeds)
+        gap = C.preference_gap(fa[:n], fb[:n], human[:n], labels["p_a"], held[:n], seeds=config.seeds)
         label = setting_label(setting)
-        entry = {"label": label, "setting": setting, "agreement": C.agreement(labels["p_a"], human),
-                 "agreement_held_out": C.agreement(labels["p_a"][held], human[held]),
+        entry = {"label": label, "setting": setting, "n_pairs": n, "agreement": C.agreement(labels["p_a"], human[:n]),
+                 "agreement_held_out": C.agreement(labels["p_a"][held[:n]], human[:n][held[:n]]),
                  "flip_rate": labels["flip_rate"], "unparseable_views": labels["unparseable"],
-                 "finetune": tuning, "gap": gap, "seconds": seconds, "per_1000_s": 1000 * seconds / len(pairs)}
+                 "finetune": tuning, "gap": gap, "seconds": seconds, "per_1000_s": 1000 * seconds / n}
         if labels["reasoning"]:
             entry["reasoning_examples"] = [{"id": p["id"], "reasoning": r, "p_a": float(q), "human": p["human"]}
                                            for p, r, q in list(zip(pairs, labels["reasoning"], labels["p_a"]))[:5]]
