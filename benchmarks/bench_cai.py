@@ -44,6 +44,14 @@ def _labels(config: dict) -> list[str]:
                                                     for k, v in config.items()}).settings]
 
 
+def _cost(s: dict) -> str:
+    """Seconds per 1,000 labels as measured when the setting was labelled from scratch ("—" if every run that
+    stored it read some labels from the cache)."""
+    if s.get("cost"):
+        return f"{s['cost']['per_1000_s']:.0f}"
+    return "—" if s.get("cache_hits") else f"{s['per_1000_s']:.0f}"
+
+
 def _gap(g: dict) -> str:
     if not g["defined"]:
         return "undefined (gap within noise)"
@@ -77,7 +85,10 @@ def markdown(out: dict, config_path: str) -> str:
         flips = "—" if s["flip_rate"] is None else f"{100 * s['flip_rate']:.0f}%"
         lines.append(f"| {s['label']} | {a['n']} ({g['n_test']}) | {a['agreement']:.3f} [{a['ci'][0]:.3f}, "
                      f"{a['ci'][1]:.3f}] | {flips} | {g['floor']:.3f} | {g['transfer']:.3f} | {g['ceiling']:.3f} | "
-                     f"{_gap(g)} | {s['per_1000_s']:.0f} |")
+                     f"{_gap(g)} | {_cost(s)} |")
+    lines.append("\nSeconds per 1,000 labels (both orders are two model calls per label, an ensemble of k questions "
+                 "2k) are measured in the run that labelled the setting from scratch on this machine's 2 cores; "
+                 "\"—\" where every stored run read part of its labels from the cache.")
     tuned = [s for s in out["settings"] if s.get("finetune")]
     for s in tuned:
         f = s["finetune"]

@@ -114,8 +114,10 @@ def setting_label(s: dict) -> str:
 
 def run_cai(config: CaiConfig, *, results_dir=None, data_dir=None, cache_dir=None, progress: bool = False) -> dict:
     """Run ``config``; store summaries rows; write result.json (and the SL-CAI records). Returns {"config",
-    "pairs", "settings": [{label, agreement, flip_rate, unparseable_views, finetune, gap, seconds, per_1000_s}],
-    "policy"}."""
+    "pairs", "settings": [{label, agreement, flip_rate, unparseable_views, finetune, gap, seconds, per_1000_s,
+    model_calls, cache_hits, cost}], "policy"}. ``seconds`` is this run's time (small when the labels came from the
+    cache); ``cost`` is the setting's measured cost from the run that labelled it from scratch (``costs.json``),
+    None if no run did."""
     from ..models import make_featurizer
     from ..paths import results_dir as resolve_results
     from ..runner.store import ResultsStore
@@ -133,6 +135,8 @@ def run_cai(config: CaiConfig, *, results_dir=None, data_dir=None, cache_dir=Non
                                                            "skipped_identical_or_malformed": pairs.skipped},
            "settings": [], "policy": None}
     result_path = results / "cai" / config.experiment / "result.json"
+    costs_path = result_path.with_name("costs.json")  # the measured cost of each setting labelled from scratch
+    costs = json.loads(costs_path.read_text(encoding="utf-8")) if costs_path.is_file() else {}
     store = ResultsStore(results / "results.sqlite")
     for i, setting in enumerate(config.settings):
         start = time.perf_counter()
@@ -141,12 +145,19 @@ def run_cai(config: CaiConfig, *, results_dir=None, data_dir=None, cache_dir=Non
         labels = _label(setting, adapter, [(p["context"], p["a"], p["b"]) for p in pairs[:n]], constitution, config,
                         cache_dir, progress)
         seconds = time.perf_counter() - start
+        if labels["cache_hits"] == 0:  # computed whole in this run: its cost is a measurement, kept for re-reads
+            costs[setting_label(setting)] = {"seconds": seconds, "per_1000_s": 1000 * seconds / n,
+                                             "model_calls": labels["model_calls"],
+                                             "measured_at": datetime.now(timezone.utc).isoformat()}
+            write_json(costs_path, costs)
         gap = C.preference_gap(fa[:n], fb[:n], human[:n], labels["p_a"], held[:n], seeds=config.seeds)
         label = setting_label(setting)
         entry = {"label": label, "setting": setting, "n_pairs": n, "agreement": C.agreement(labels["p_a"], human[:n]),
                  "agreement_held_out": C.agreement(labels["p_a"][held[:n]], human[:n][held[:n]]),
                  "flip_rate": labels["flip_rate"], "unparseable_views": labels["unparseable"],
-                 "finetune": tuning, "gap": gap, "seconds": seconds, "per_1000_s": 1000 * seconds / n}
+                 "finetune": tuning, "gap": gap, "seconds": seconds, "per_1000_s": 1000 * seconds / n,
+                 "model_calls": labels["model_calls"], "cache_hits": labels["cache_hits"],
+                 "cost": costs.get(label)}
         if labels["reasoning"]:
             entry["reasoning_examples"] = [{"id": p["id"], "reasoning": r, "p_a": float(q), "human": p["human"]}
                                            for p, r, q in list(zip(pairs, labels["reasoning"], labels["p_a"]))[:5]]
@@ -172,10 +183,11 @@ def _label(setting: dict, adapter: str | None, triples: list[tuple[str, str, str
 
     backend = {"backend": "openai", "base_url": setting["base_url"]} if setting["base_url"] else {}
     with load_lm(setting["model"], adapter=adapter, cache=cache_dir, progress=progress, **backend) as lm:
-        return C.ai_preferences(lm, triples, constitution, both_orders=setting["both_orders"],
-                                ensemble=setting["ensemble"], clamp=setting["clamp"], exemplars=setting["exemplars"],
-                                cot=setting["cot"], choice=setting["choice"], samples=setting["samples"],
-                                cot_tokens=config.max_tokens)
+        labels = C.ai_preferences(lm, triples, constitution, both_orders=setting["both_orders"],
+                                  ensemble=setting["ensemble"], clamp=setting["clamp"], exemplars=setting["exemplars"],
+                                  cot=setting["cot"], choice=setting["choice"], samples=setting["samples"],
+                                  cot_tokens=config.max_tokens)
+        return labels | {"model_calls": lm.backend_calls, "cache_hits": lm.hits}
 
 
 def _finetuned_feedback(config, setting, constitution, pairs, data_dir, cache_dir) -> tuple[str | None, dict | None]:
