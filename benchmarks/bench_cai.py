@@ -49,7 +49,7 @@ def _cost(s: dict) -> str:
     stored it read some labels from the cache)."""
     if s.get("cost"):
         return f"{s['cost']['per_1000_s']:.0f}"
-    return "—" if s.get("cache_hits") else f"{s['per_1000_s']:.0f}"
+    return f"{s['per_1000_s']:.0f}" if s.get("cache_hits") == 0 else "—"  # unknown hits: an older run's row
 
 
 def _gap(g: dict) -> str:
