@@ -12,6 +12,7 @@ import sys
 import time
 
 from common import OUT, ROOT, save
+from w2slab.report.table import gap_text
 
 RESULTS = OUT / "cai-results"
 
@@ -52,12 +53,6 @@ def _cost(s: dict) -> str:
     return f"{s['per_1000_s']:.0f}" if s.get("cache_hits") == 0 else "—"  # unknown hits: an older run's row
 
 
-def _gap(g: dict) -> str:
-    if not g["defined"]:
-        return "undefined (gap within noise)"
-    return f"{g['pgr']:+.2f} [{g['pgr_ci'][0]:+.2f}, {g['pgr_ci'][1]:+.2f}]"
-
-
 def _relative(path: str) -> str:
     from pathlib import Path
 
@@ -85,7 +80,7 @@ def markdown(out: dict, config_path: str) -> str:
         flips = "—" if s["flip_rate"] is None else f"{100 * s['flip_rate']:.0f}%"
         lines.append(f"| {s['label']} | {a['n']} ({g['n_test']}) | {a['agreement']:.3f} [{a['ci'][0]:.3f}, "
                      f"{a['ci'][1]:.3f}] | {flips} | {g['floor']:.3f} | {g['transfer']:.3f} | {g['ceiling']:.3f} | "
-                     f"{_gap(g)} | {_cost(s)} |")
+                     f"{gap_text(g)} | {_cost(s)} |")
     lines.append("\nSeconds per 1,000 labels (both orders are two model calls per label, an ensemble of k questions "
                  "2k) are measured in the run that labelled the setting from scratch on this machine's 2 cores; "
                  "\"—\" where every stored run read part of its labels from the cache.")

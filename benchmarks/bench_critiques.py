@@ -19,6 +19,7 @@ import sys
 import time
 
 from common import OUT, ROOT, save
+from w2slab.report.table import gap_text
 
 
 def sandbox_overhead(n: int = 40) -> dict:
@@ -73,12 +74,6 @@ def _ci(d: dict) -> str:
     return f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
 
 
-def _gap(g: dict) -> str:
-    if not g["defined"]:
-        return "undefined (gap within noise)"
-    return f"{g['pgr']:+.2f} [{g['pgr_ci'][0]:+.2f}, {g['pgr_ci'][1]:+.2f}]"
-
-
 def _judge_table(result: dict) -> list[str]:
     lines = ["| judge | critic | alone acc | with critique acc | catch rate alone → with | false alarms alone → with "
              "| AUC alone → with | uplift (acc, 95% CI over problems) | critic alone acc | gap recovered vs tests "
@@ -89,7 +84,7 @@ def _judge_table(result: dict) -> list[str]:
             lines.append(f"| {judge} | {critic} | {a['accuracy']:.3f} | {w['accuracy']:.3f} | {_pct(a['catch_rate'])} → "
                          f"{_pct(w['catch_rate'])} | {_pct(a['false_alarm'])} → {_pct(w['false_alarm'])} | "
                          f"{a['auc']:.3f} → {w['auc']:.3f} | {_ci(s['uplift'])} | {s['critic_alone']['accuracy']:.3f} | "
-                         f"{_gap(s['gap_recovered']['tests'])} | {_gap(s['gap_recovered']['critic_alone'])} |")
+                         f"{gap_text(s['gap_recovered']['tests'])} | {gap_text(s['gap_recovered']['critic_alone'])} |")
     return lines
 
 

@@ -323,7 +323,7 @@ def cmd_cai(args) -> None:
             print(C.DEFAULT_CONSTITUTION.strip())
         return
     from .feedback.cai_run import CaiConfig, run_cai
-    from .report.table import format_rows, interval_text, pgr_text
+    from .report.table import format_rows, gap_text, interval_text
 
     overrides = {k: getattr(args, k) for k in ("experiment", "n_pairs", "seeds", "constitution", "policy")}
     if args.feedback_models:
@@ -337,10 +337,7 @@ def cmd_cai(args) -> None:
              "flips": "-" if s["flip_rate"] is None else f"{s['flip_rate']:.2f}",
              "AI alone": f"{s['gap']['floor']:.3f}", "PM on AI labels": f"{s['gap']['transfer']:.3f}",
              "PM on human labels": f"{s['gap']['ceiling']:.3f}",
-             "gap recovered": pgr_text({"defined": s["gap"]["defined"], "pgr": s["gap"]["pgr"],
-                                        "pgr_low": (s["gap"]["pgr_ci"] or [None])[0],
-                                        "pgr_high": (s["gap"]["pgr_ci"] or [None, None])[1],
-                                        "reason": s["gap"]["reason"]}),
+             "gap recovered": gap_text(s["gap"], "undefined"),
              "s per 1k labels": f"{s['per_1000_s']:.0f}"} for s in result["settings"]]
     print(f"{result['pairs']['n']} HH-RLHF pairs ({result['pairs']['held_out']} held out by conversation)")
     print(format_rows(rows, tuple(rows[0])))

@@ -15,6 +15,13 @@ def pgr_text(summary: dict, undefined: str = "undefined") -> str:
     return f"{summary['pgr']:+.2f} [{summary['pgr_low']:+.2f}, {summary['pgr_high']:+.2f}]{wide}"
 
 
+def gap_text(gap: dict, undefined: str = "undefined (gap within noise)") -> str:
+    """:func:`pgr_text` of a gap result (``PGRResult.as_dict()``: defined, pgr, pgr_ci, reason)."""
+    low, high = gap["pgr_ci"] or (None, None)
+    return pgr_text({"defined": gap["defined"], "pgr": gap["pgr"], "pgr_low": low, "pgr_high": high,
+                     "reason": gap["reason"]}, undefined)
+
+
 def interval_text(estimate: dict) -> str:
     """'+0.027 [-0.018, +0.070]' for {"mean": m, "ci": [low, high]}."""
     return f"{estimate['mean']:+.3f} [{estimate['ci'][0]:+.3f}, {estimate['ci'][1]:+.3f}]"
