@@ -344,8 +344,8 @@ class _Pairs(list):
 
 def finetune_pool(all_pairs: list[dict], measured: list[dict]) -> list[dict]:
     """The human-labelled pairs a feedback model may be fine-tuned on (the "weak supervisor trained on a small
-    labelled set"): ``all_pairs`` (hh_pairs rows, in order) after the measured ones, outside the held-out
-    conversations and sharing no conversation with any measured pair."""
+    labelled set"): those of ``all_pairs`` (hh_pairs rows, in order) that are not measured, lie outside the
+    held-out conversations and share no conversation with any measured pair."""
     ids = {p["id"] for p in measured}
     contexts = {p["context"] for p in measured}
     return [p for p in all_pairs if p["id"] not in ids and p["context"] not in contexts and not p["held_out"]]

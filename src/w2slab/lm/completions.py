@@ -122,13 +122,15 @@ class CompletionsLM(LM):
         by_context: dict[str, list[int]] = {}
         for i, context in enumerate(contexts):
             by_context.setdefault(context, []).append(i)
-        groups: dict[int, list[int]] = {}
-        previous = None
+        groups: list[list[int]] = []
+        previous, chained = None, 0
         for context, indices in by_context.items():
-            if previous is None or not _share_a_prefix(previous, context):
-                groups[len(groups)] = []
-            groups[len(groups) - 1] += indices
-            previous = context
+            # at most 8 contexts per thread: prompts that share only a long instruction keep their parallelism
+            if previous is None or chained == 8 or not _share_a_prefix(previous, context):
+                groups.append([])
+                chained = 0
+            groups[-1] += indices
+            previous, chained = context, chained + 1
 
         def score_group(indices: list[int]) -> list[tuple[int, Score]]:
             memo: dict[tuple[int, ...], dict[int, float]] = {}
@@ -136,7 +138,7 @@ class CompletionsLM(LM):
 
         out: list[Score | None] = [None] * len(requests)
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            for scored in pool.map(score_group, groups.values()):
+            for scored in pool.map(score_group, groups):
                 for i, score in scored:
                     out[i] = score
         return out
