@@ -39,10 +39,9 @@ def main() -> None:
 
 
 def _labels(config: dict) -> list[str]:
-    from w2slab.feedback.cai_run import CaiConfig, setting_label
+    from w2slab.feedback.cai_run import SETTING_DEFAULTS, setting_label
 
-    return [setting_label(s) for s in CaiConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                    for k, v in config.items()}).settings]
+    return [setting_label({**SETTING_DEFAULTS, **s}) for s in config["settings"]]
 
 
 def _cost(s: dict) -> str:
@@ -106,8 +105,8 @@ def markdown(out: dict, config_path: str) -> str:
                   "preference model; refusals and length. Classifiers: "
                   + "; ".join(f"{kind} precision {m['precision']:.3f}, recall {m['recall']:.3f}, false positives "
                               f"{m['fpr']:.3f}" for kind, m in classifiers.items()) + ".", "",
-                  "| policy | " + " | ".join(f"{kind} flagged (raw) | {kind} corrected [95% CI]" for kind in classifiers)
-                  + " | reward | refusals | words |", "|---|" + "---|---|" * len(classifiers) + "---|---|---|"]
+                  "| policy | " + " | ".join(f"{kind} flagged (raw) | {kind} corrected [95% CI]"
+                                             for kind in classifiers) + " | reward | refusals | words |", "|---|" + "---|---|" * len(classifiers) + "---|---|---|"]
         for stage in ("before", "after_sl", "after_dpo"):
             if stage in policy:
                 p = policy[stage]

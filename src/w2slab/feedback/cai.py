@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -196,8 +197,6 @@ def comparison_messages(context: str, a: str, b: str, question: str, exemplars=(
 def read_choice(text: str) -> str | None:
     """The letter (capital A or B) a sampled answer chose: the last "Answer: X" (or "choose / prefer / pick ...
     X"), else a reply that starts with the bare letter; None if neither (counted as unparseable, never guessed)."""
-    import re
-
     option = r"\(?\**\s*(?i:(?:response|option)\s+)?([AB])\b"
     marked = re.findall(r"(?i:answer(?:\s+is)?|choose|choice(?:\s+is)?|pick|prefer|better(?:\s+one)?(?:\s+is)?)"
                         r"\s*:?\s*" + option, text)

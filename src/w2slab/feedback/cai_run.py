@@ -167,8 +167,8 @@ def run_cai(config: CaiConfig, *, results_dir=None, data_dir=None, cache_dir=Non
             def first_setting_labels(triples, setting=setting, adapter=adapter):
                 return _label(setting, adapter, triples, constitution, config, cache_dir, progress)
 
-            out["policy"] = _policy_stages(config, constitution, results, data_dir, cache_dir, progress, fa, fb,
-                                           human, held, first_setting_labels)
+            out["policy"] = _policy_stages(config, constitution, results, data_dir, cache_dir, progress, featurizer,
+                                           fa, fb, human, held, first_setting_labels)
         # each setting lands as soon as it is measured: a long study stopped part-way keeps what it measured
         write_json(result_path, out | {"created_at": created, "complete": False})
         store.write([], [_summary(config, created, label, gap, entry)])
@@ -222,14 +222,13 @@ def _summary(config, created, label, gap, entry) -> dict:
                        "flip_rate": entry["flip_rate"], "gap": gap}}
 
 
-def _policy_stages(config, constitution, results, data_dir, cache_dir, progress, fa, fb, human, held,
+def _policy_stages(config, constitution, results, data_dir, cache_dir, progress, featurizer, fa, fb, human, held,
                    label_pairs) -> dict:
     """SL-CAI, then DPO on pairs of answers labelled by ``label_pairs`` (the first feedback setting); the policy
     measured before, after SL and after DPO."""
     from sklearn.linear_model import LogisticRegression
 
     from ..lm import GenerationRequest, load_lm
-    from ..models import make_featurizer
     from ..training.policy import PolicyTraining, train_dpo, train_sft
     from .harm import train_classifier
     from .redteam import corrected_rate, load_seed_pool, read_failures
@@ -247,7 +246,6 @@ def _policy_stages(config, constitution, results, data_dir, cache_dir, progress,
     diff = fa[train] - fb[train]
     reward_model = LogisticRegression(fit_intercept=False, max_iter=2000).fit(
         np.concatenate([diff, -diff]), np.concatenate([human[train], 1 - human[train]]))
-    featurizer = make_featurizer(config.features, cache=cache_dir, progress=False)
     classifiers = {kind: train_classifier(kind, features=config.features, data_dir=data_dir, cache=cache_dir)
                    for kind in HARM_CLASSIFIERS}
 

@@ -121,4 +121,5 @@ def score(model: str | None, pairs: list[tuple[str, str]], *, backend: str = "ll
 
 
 __all__ = ["BACKENDS", "CachedLM", "Generation", "GenerationCache", "GenerationRequest", "LM", "Score",
-           "ScoreRequest", "generate", "in_chunks", "load_lm", "read_prompts", "read_score_pairs", "requests_from_rows", "score"]
+           "ScoreRequest", "generate", "in_chunks", "load_lm", "read_prompts", "read_score_pairs", "requests_from_rows",
+           "score"]

@@ -68,7 +68,8 @@ def study_markdown(summaries: list[dict], *, baseline: str = "xent", title: str 
     out = [f"# {title}", "", f"Regenerate: `{command}`" if command else "",
            f"Written {dt.date.today().isoformat()}: {len(tasks)} tasks, {len(task_pairs)} (task, weak→strong) "
            f"pairs over {len(pairs)} distinct weak→strong pairs, × {len(methods)} methods × {seeds} seeds. "
-           "PGR intervals: 95% paired bootstrap over test items and seeds (seeds drawn jointly); *undefined* where ceiling − floor is within test-set noise (per task and pair).",
+           "PGR intervals: 95% paired bootstrap over test items and seeds (seeds drawn jointly); *undefined* where "
+           "ceiling − floor is within test-set noise (per task and pair).",
            "", f"**{len(defined_tasks)} of {len(tasks)} tasks have a defined PGR** for at least one pair: "
            f"{', '.join(defined_tasks) or 'none'}.", "", "## Verdict", "", verdict(comparisons, baseline), "",
            f"## Paired comparison with {baseline} (task-pairs where both PGRs are defined)", "",
