@@ -31,6 +31,8 @@ def place(tmp_path, monkeypatch):
     (work / "cai_bad.toml").write_text('[[settings]]\nmodel = "smollm2"\ntemperature = 0.3\n')
     (work / "cai_choice.toml").write_text('[[settings]]\nmodel = "smollm2"\nchoice = "vote"\n')
     (work / "cai_n.toml").write_text('n_pairs = 100\n[[settings]]\nmodel = "smollm2"\nn_pairs = 300\n')
+    (work / "cai_clamp.toml").write_text('[[settings]]\nmodel = "smollm2"\nclamp = 0.7\n')
+    (work / "cai_ens.toml").write_text('[[settings]]\nmodel = "smollm2"\nensemble = 9\n')
     (work / "cai_ft.toml").write_text('[[settings]]\nmodel = "m"\nbase_url = "http://127.0.0.1:1/v1"\nfinetune = 8\n')
     (work / "si.toml").write_text('models = ["smollm2"]\ntask = ["piqa"]\n')
     (work / "si_tokens.toml").write_text('[max_tokens_per_task]\nmath = 200\n')
@@ -146,6 +148,8 @@ CASES = [
     (["cai", "run", "cai_choice.toml"], "settings #1: choice must be one of logprobs, sampled"),
     (["cai", "run", "cai_ft.toml"], "settings #1: finetune trains a local model"),
     (["cai", "run", "cai_n.toml"], "settings #1: n_pairs 300 exceeds the study's n_pairs 100"),
+    (["cai", "run", "cai_clamp.toml"], "settings #1: clamp must be in [0, 0.5), got 0.7"),
+    (["cai", "run", "cai_ens.toml"], "settings #1: ensemble 9 exceeds the constitution's 3 comparison questions"),
     (["cai", "constitution", "--check", "broken.toml"], "not valid TOML"),
     # self-improvement
     (["selfimprove", "run", "broken.toml"], "not valid TOML"),

@@ -76,10 +76,17 @@ class CaiConfig:
             s = {**SETTING_DEFAULTS, **s}
             if s["choice"] not in C.CHOICES:
                 raise ConfigError(f"settings #{i}: choice must be one of {', '.join(C.CHOICES)}, got {s['choice']!r}")
-            for key in ("samples", "finetune", "n_pairs"):
-                if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < (key == "samples"):
-                    raise ConfigError(f"settings #{i}: {key} must be an integer >= {int(key == 'samples')}, "
-                                      f"got {s[key]!r}")
+            for key in ("ensemble", "samples", "finetune", "n_pairs"):
+                least = int(key in ("ensemble", "samples"))
+                if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < least:
+                    raise ConfigError(f"settings #{i}: {key} must be an integer >= {least}, got {s[key]!r}")
+            for key in ("both_orders", "exemplars", "cot"):
+                if not isinstance(s[key], bool):
+                    raise ConfigError(f"settings #{i}: {key} must be true or false, got {s[key]!r}")
+            if s["clamp"] is not None and not (isinstance(s["clamp"], (int, float)) and 0 <= s["clamp"] < 0.5):
+                raise ConfigError(f"settings #{i}: clamp must be in [0, 0.5), got {s['clamp']!r}")
+            if s["base_url"] and not str(s["base_url"]).startswith(("http://", "https://")):
+                raise ConfigError(f"settings #{i}: base_url must be an http(s) URL, got {s['base_url']!r}")
             if s["n_pairs"] > self.n_pairs:
                 raise ConfigError(f"settings #{i}: n_pairs {s['n_pairs']} exceeds the study's n_pairs {self.n_pairs}")
             if s["finetune"] and s["base_url"]:
@@ -89,7 +96,11 @@ class CaiConfig:
         freeze_lists(self, ("seeds",))
         for name in ("n_pairs", "n_prompts", "eval_prompts", "rounds", "max_tokens"):
             check_int_at_least(getattr(self, name), name, 1)
-        C.load_constitution(self.constitution or None)  # names a bad constitution before anything runs
+        constitution = C.load_constitution(self.constitution or None)  # a bad one named before anything runs
+        for i, s in enumerate(self.settings, 1):
+            if s["ensemble"] > len(constitution.comparisons):
+                raise ConfigError(f"settings #{i}: ensemble {s['ensemble']} exceeds the constitution's "
+                                  f"{len(constitution.comparisons)} comparison questions")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "CaiConfig":
