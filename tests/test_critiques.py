@@ -141,6 +141,19 @@ def test_judge_with_and_without_critique_on_real_models(bug_set, cache_dir):
     assert summary["uplift"]["n_groups"] == 4
 
 
+def test_judge_summary_splits_the_uplift_into_catch_and_false_alarm_changes():
+    # a critique that makes the judge call everything buggy: catches every bug, alarms on every correct program
+    y = np.array([1, 0, 1, 0, 1, 0])
+    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    alone = np.array([0.9, 0.2, 0.2, 0.2, 0.2, 0.2])
+    assisted = np.full((2, 6), 0.8)
+    summary = C.judge_summary(y, alone, assisted, {"tests": y.astype(float)}, groups=groups)
+    assert summary["catch_change"]["mean"] == pytest.approx(2 / 3) and summary["catch_change"]["n_groups"] == 3
+    assert summary["false_alarm_change"]["mean"] == 1.0 and summary["false_alarm_change"]["ci"] == (1.0, 1.0)
+    assert summary["uplift"]["mean"] == pytest.approx((2 / 3 - 1) / 2)
+    assert summary["assisted"]["catch_rate"] == 1.0 and summary["alone"]["catch_rate"] == pytest.approx(1 / 3)
+
+
 def test_calibration_removes_a_constant_lean():
     odds = np.array([3.0, 3.5, 4.0, 4.5])
     assert (C.calibrate(odds, "none") >= 0.5).all()

@@ -42,6 +42,9 @@ def test_rerun_reads_every_critique_and_score_from_the_cache(small_run, data_dir
     again = run_critiques(config, results_dir=results, data_dir=data_dir, cache_dir=cache_dir)
     assert cache.counts() == before
     assert again["judges"] == small_run[1]["judges"]
+    # the cost ledger says so: nothing computed, every critique (6 programs x 2 seeds) read back
+    assert all(c["computed"] == 0 for c in again["costs"].values())
+    assert again["costs"]["critic:smollm2"]["read_back"] == 12 and again["costs"]["judge:smollm2"]["read_back"] > 0
     assert len(ResultsStore(results / "results.sqlite").query("judgements", experiment="crit-test")) == 18
 
 

@@ -194,8 +194,9 @@ def judge_summary(y: np.ndarray, alone: np.ndarray, assisted: np.ndarray, refere
     (one row per critique seed). references: strong references' P(buggy), each (n,) — e.g. {"tests": y,
     "critic_alone": ...}. groups: problem of each item (n,), so the uplift interval resamples problems (a
     problem's correct and buggy programs stay together).
-    Returns alone/assisted decision metrics (assisted averaged over seeds), the accuracy uplift with a 95%
-    paired bootstrap interval, and per reference the gap recovered (:class:`PGRResult` as a dict)."""
+    Returns alone/assisted decision metrics (assisted averaged over seeds); the accuracy uplift and the changes in
+    catch rate (on buggy items) and false-alarm rate (on correct items), each with a 95% paired bootstrap interval
+    over problems; and per reference the gap recovered (:class:`PGRResult` as a dict)."""
     from ..evaluation.pgr import pgr_with_ci
 
     y = np.asarray(y)
@@ -206,12 +207,16 @@ def judge_summary(y: np.ndarray, alone: np.ndarray, assisted: np.ndarray, refere
     correct_assisted = ((assisted >= 0.5) == (y == 1)[None, :]).astype(float).mean(0)  # (n,) averaged over seeds
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     uplift = _cluster_bootstrap(correct_assisted - correct_alone, groups, n_boot=n_boot, seed=seed)
+    calls_alone = (np.asarray(alone) >= 0.5).astype(float)
+    calls_assisted = (assisted >= 0.5).astype(float).mean(0)  # (n,) share of seeds calling the item buggy
+    changes = {name: _cluster_bootstrap(calls_assisted[of] - calls_alone[of], groups[of], n_boot=n_boot, seed=seed)
+               for name, of in (("catch_change", y == 1), ("false_alarm_change", y == 0)) if of.any()}
     per_seed = [decision_metrics(y, row) for row in assisted]
     assisted_metrics = {k: float(np.mean([m[k] for m in per_seed])) if per_seed[0][k] is not None else None
                         for k in ("catch_rate", "false_alarm", "accuracy", "auc")}
     return {"n": int(len(y)), "n_seeds": int(assisted.shape[0]), "alone": decision_metrics(y, alone),
             "assisted": {**assisted_metrics, "n": int(len(y))}, "assisted_per_seed": per_seed,
-            "uplift": uplift,
+            "uplift": uplift, **changes,
             "gap_recovered": {name: pgr_with_ci(y, alone, assisted, ref, n_boot=n_boot, seed=seed).as_dict()
                               for name, ref in references.items()}}
 

@@ -128,9 +128,19 @@ def run_critiques(config: CritiquesConfig, *, results_dir: str | Path | None = N
     critiques: dict[str, list[list[str]]] = {}
     quality: dict[str, dict] = {}
     costs: dict[str, dict] = {}
+
+    def lm_calls() -> np.ndarray:
+        """[computed, read back from the generation cache], summed over the LMs loaded so far."""
+        return np.array([[getattr(lm, "backend_calls", 0), getattr(lm, "hits", 0)] for lm in lms.values()]
+                        ).reshape(-1, 2).sum(0)
+
+    def cost(start: float, calls_before: np.ndarray, **count) -> dict:
+        computed, read_back = (int(n) for n in lm_calls() - calls_before)
+        return {"s": time.perf_counter() - start, **count, "computed": computed, "read_back": read_back}
+
     try:
         for critic in config.critics:
-            start = time.perf_counter()
+            start, calls = time.perf_counter(), lm_calls()
             critiques[critic] = C.critique_items(lm_for(critic), items, seeds=config.seeds,
                                                  temperature=config.temperature, max_tokens=config.max_tokens)
             per_seed = [C.critique_quality(items, texts) for texts in critiques[critic]]
@@ -138,12 +148,12 @@ def run_critiques(config: CritiquesConfig, *, results_dir: str | Path | None = N
                                ("localised", "claims_on_buggy", "hallucinated")}
             quality[critic]["per_seed"] = [{k: q[k] for k in ("localised", "claims_on_buggy", "hallucinated")}
                                            for q in per_seed]
-            costs[f"critic:{critic}"] = {"s": time.perf_counter() - start, "critiques": len(items) * len(config.seeds)}
+            costs[f"critic:{critic}"] = cost(start, calls, critiques=len(items) * len(config.seeds))
         judgement_rows, summaries, judge_results = [], [], {}
         created = datetime.now(timezone.utc).isoformat()
         conditions = [(critic, seed_index) for critic in config.critics for seed_index in range(len(config.seeds))]
         for judge in config.judges:
-            start = time.perf_counter()
+            start, calls = time.perf_counter(), lm_calls()
             judge_lm = lm_for(judge)
             # item-major order: an item's prompts (alone, then each critique) share their prefix, which
             # llama.cpp keeps in its KV cache, so each later prompt costs only its own critique's tokens
@@ -170,7 +180,7 @@ def run_critiques(config: CritiquesConfig, *, results_dir: str | Path | None = N
                 summary["assisted_raw"] = C.decision_metrics(y, C.calibrate(odds, "none").mean(0))
                 judge_results[judge]["critics"][critic] = summary
                 summaries += _summaries(config, created, judge, critic, summary)
-            costs[f"judge:{judge}"] = {"s": time.perf_counter() - start, "judgements": len(texts)}
+            costs[f"judge:{judge}"] = cost(start, calls, judgements=len(texts))
     finally:
         for lm in lms.values():
             lm.close()
