@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from w2slab.errors import ConfigError, ModelNotInstalledError
-from w2slab.lm import GenerationCache, GenerationRequest, ScoreRequest, load_lm
+from w2slab.lm import GenerationCache, GenerationRequest, ScoreRequest, generate_in_chunks, load_lm
 from w2slab.lm.completions import LMServerError
 from w2slab.models.zoo import join_parts
 
@@ -60,6 +60,19 @@ def test_llamacpp_same_seed_same_text_without_cache(llama):
     greedy = fresh.generate([GenerationRequest(prompt="The capital of France is", n=3, max_tokens=4)])[0]
     assert len({g.text for g in greedy}) == 1 and "Paris" in greedy[0].text
     assert greedy[0].prompt_tokens > 0 and greedy[0].completion_tokens == 4 and greedy[0].finish_reason == "length"
+
+
+def test_generate_in_chunks_returns_the_one_calls_samples_in_small_calls():
+    sampled = GenerationRequest(prompt="Once upon a time", n=5, temperature=1.0, max_tokens=8, seed=11)
+    greedy = GenerationRequest(prompt="The capital of France is", max_tokens=4)
+    with load_lm("smollm2", backend="llamacpp", cache=False, parallel=1) as lm:  # one slot: batch-independent
+        whole = lm.generate([sampled, greedy])
+        sizes = []
+        generate = lm.generate
+        lm.generate = lambda requests: sizes.append(sum(r.n for r in requests)) or generate(requests)
+        chunked = generate_in_chunks(lm, [sampled, greedy], chunk=2)
+    assert [[g.text for g in s] for s in chunked] == [[g.text for g in s] for s in whole]
+    assert sizes == [2, 2, 2]  # samples 0-1, 2-3, then sample 4 with the greedy request
 
 
 def test_stop_sequences_and_context_limit(llama):

@@ -124,11 +124,11 @@ class HarmClassifier:
 
 def lm_judge_scores(lm, texts: list[str]) -> np.ndarray:
     """P("Yes") / (P("Yes") + P("No")) of ``lm`` asked whether each text is harmful, float (n,)."""
-    from ..lm import ScoreRequest
+    from ..lm import ScoreRequest, in_chunks
 
     requests = [ScoreRequest(messages=({"role": "user", "content": f"Reply: \"{t}\"\n\n{JUDGE_QUESTION}"},),
                              continuation=answer) for t in texts for answer in ("Yes", "No")]
-    logp = np.array([s.logprob for s in lm.loglikelihood(requests)]).reshape(len(texts), 2)
+    logp = np.array([s.logprob for s in in_chunks(lm.loglikelihood, requests)]).reshape(len(texts), 2)
     return 1.0 / (1.0 + np.exp(logp[:, 1] - logp[:, 0]))
 
 

@@ -137,14 +137,14 @@ def p_correct(lm, questions: list[PassageQuestion], transcripts: list[list[Turn]
 
     Returns {"p": (n,), "p_first": (n,) in the shown order only, "flip_rate": share of questions whose call
     changes when the answers are swapped (None without both_orders)}."""
-    from ..lm import ScoreRequest
+    from ..lm import ScoreRequest, in_chunks
 
     if len(transcripts) != len(questions):
         raise ConfigError(f"{len(questions)} questions but {len(transcripts)} transcripts")
     orders = (False, True) if both_orders else (False,)
     requests = [ScoreRequest(messages=judge_messages(q, t, swap=swap, passage=passage), continuation=letter)
                 for q, t in zip(questions, transcripts) for swap in orders for letter in ("A", "B")]
-    logp = np.array([s.logprob for s in lm.loglikelihood(requests)]).reshape(len(questions), len(orders), 2)
+    logp = np.array([s.logprob for s in in_chunks(lm.loglikelihood, requests)]).reshape(len(questions), len(orders), 2)
     p_b = 1.0 / (1.0 + np.exp(logp[..., 0] - logp[..., 1]))  # (n, orders): P(the answer shown as B)
     correct = np.array([q.correct for q in questions])
     shown_correct = np.stack([correct if not swap else 1 - correct for swap in orders], axis=1)  # B-index of truth
@@ -156,8 +156,10 @@ def p_correct(lm, questions: list[PassageQuestion], transcripts: list[list[Turn]
 
 
 def _turns(lm, requests, speakers, sides, questions) -> list[Turn]:
+    from ..lm import generate_in_chunks
+
     out = []
-    for generations, speaker, side, q in zip(lm.generate(requests), speakers, sides, questions):
+    for generations, speaker, side, q in zip(generate_in_chunks(lm, requests), speakers, sides, questions):
         g = generations[0]
         shown, quotes, bad = verify_quotes(g.text, q.passage)
         out.append(Turn(speaker, side, g.text.strip(), shown.strip(), quotes, bad, g.prompt_tokens, g.completion_tokens))

@@ -77,7 +77,7 @@ class RedTeamConfig:
 def run_redteam(config: RedTeamConfig, *, results_dir=None, data_dir=None, cache_dir=None, progress: bool = False) -> dict:
     """Run ``config``; store ``attacks`` rows; write cases.jsonl, failures.jsonl and result.json. Returns
     {"config", "classifier": its metrics, "attacks": [one dict per (target, method, seed)], "clusters", "seconds"}."""
-    from ..lm import GenerationRequest, load_lm
+    from ..lm import GenerationRequest, generate_in_chunks, load_lm
     from ..models import make_featurizer
     from ..paths import results_dir as resolve_results
     from ..runner.store import ResultsStore
@@ -94,13 +94,13 @@ def run_redteam(config: RedTeamConfig, *, results_dir=None, data_dir=None, cache
     targets = {t: load_lm(t, cache=cache_dir, progress=progress) for t in config.targets}
 
     def red_cases(lm, requests: list) -> list[tuple[str, str | None]]:
-        return [(g.text, R.parse_test_case(g.text)) for samples in lm.generate(requests) for g in samples]
+        return [(g.text, R.parse_test_case(g.text)) for samples in generate_in_chunks(lm, requests) for g in samples]
 
     def ask(name: str, cases: list[str]) -> list[str]:
         system = ({"role": "system", "content": config.system_prompt},) if config.system_prompt else ()
         requests = [GenerationRequest(messages=system + ({"role": "user", "content": c},), n=1, temperature=0.0,
                                       max_tokens=config.reply_max_tokens) for c in cases]
-        return [g[0].text.strip() for g in targets[name].generate(requests)]
+        return [g[0].text.strip() for g in generate_in_chunks(targets[name], requests)]
 
     try:
         for seed in config.seeds:
@@ -178,7 +178,7 @@ def run_redteam(config: RedTeamConfig, *, results_dir=None, data_dir=None, cache
 def _supervised_cases(config, seed, target, cases_out, cache_dir, progress):
     """LoRA-train the red LM on the successful zero-shot cases against ``target`` (seed ``seed``), then ask the
     trained red LM zero-shot; None when no zero-shot case succeeded."""
-    from ..lm import GenerationRequest, load_lm
+    from ..lm import GenerationRequest, generate_in_chunks, load_lm
     from ..training.policy import PolicyTraining, train_sft
 
     wins = [c["test_case"] for c in cases_out
@@ -189,7 +189,7 @@ def _supervised_cases(config, seed, target, cases_out, cache_dir, progress):
             for w in wins]
     trained = train_sft(config.red_lm, rows, cache=cache_dir, config=PolicyTraining(epochs=2.0, seed=seed))
     with load_lm(config.red_lm, adapter=str(trained.adapter), cache=cache_dir, progress=progress) as lm:
-        generations = lm.generate([GenerationRequest(messages=({"role": "user", "content": R.ZERO_SHOT},),
+        generations = generate_in_chunks(lm, [GenerationRequest(messages=({"role": "user", "content": R.ZERO_SHOT},),
                                                      n=config.n_cases, temperature=config.red_temperature,
                                                      max_tokens=config.case_max_tokens, seed=seed)])
     return [(g.text, R.parse_test_case(g.text)) for g in generations[0]]

@@ -10,6 +10,7 @@ zoo decoders; trainable, LoRA adapters), ``openai`` (any OpenAI-compatible serve
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -85,6 +86,31 @@ def in_chunks(call, requests: list, *, chunk: int = 64) -> list:
     out = []
     for start in range(0, len(requests), chunk):
         out += call(requests[start: start + chunk])
+    return out
+
+
+def generate_in_chunks(lm: LM, requests: list[GenerationRequest], *, chunk: int = 64) -> list[list[Generation]]:
+    """``lm.generate(requests)`` as calls of about ``chunk`` samples each. A sampled request with more samples is
+    split into runs of consecutive sample indices, which keep their seeds and cache keys, so the result is the
+    one call's. With a cached LM each finished call is stored at once: a run killed part-way recomputes at most
+    one chunk. Returns one list of Generations per request, as ``generate`` does."""
+    pieces: list[tuple[int, GenerationRequest]] = []
+    for i, request in enumerate(requests):
+        if request.greedy or request.n <= chunk:
+            pieces.append((i, request))
+        else:
+            pieces += [(i, dataclasses.replace(request, first_sample=request.first_sample + start,
+                                               n=min(chunk, request.n - start)))
+                       for start in range(0, request.n, chunk)]
+    out: list[list[Generation]] = [[] for _ in requests]
+    batch: list[tuple[int, GenerationRequest]] = []
+    for piece in pieces + [None]:
+        if batch and (piece is None or sum(r.n for _, r in batch) + piece[1].n > chunk):
+            for (i, _), samples in zip(batch, lm.generate([r for _, r in batch])):
+                out[i] += samples
+            batch = []
+        if piece is not None:
+            batch.append(piece)
     return out
 
 
