@@ -116,6 +116,25 @@ def _judge_table(result: dict) -> list[str]:
     return lines
 
 
+def _control_table(study: dict) -> list[str]:
+    """The content control: each program shown with the same critic's critique of another problem's program."""
+    measured = [(j, c, s) for j, jr in study["judges"].items() for c, s in jr["critics"].items() if "content_effect" in s]
+    if not measured:
+        return []
+    lines = ["", "### Content control", "",
+             f"The same judges shown, for the first {measured[0][2]['mismatched']['n_seeds']} critique seed(s), each "
+             "program with the same critic's critique of *another* problem's program (problems in a seeded cycle; "
+             "the program drawn without looking at bugs). Placebo uplift = mismatched − alone: what any critique of "
+             "this critic does, whatever it says about this code. Content effect = matched − mismatched on the same "
+             "seeds: what the critique's words about *this* program add. Intervals: 95% bootstrap over problems.", "",
+             "| judge | critic | alone acc | with its critique | with another problem's critique | placebo uplift "
+             "| content effect |", "|---|---|---|---|---|---|---|"]
+    for judge, critic, s in measured:
+        lines.append(f"| {judge} | {critic} | {s['alone']['accuracy']:.3f} | {s['assisted']['accuracy']:.3f} | "
+                     f"{s['mismatched']['accuracy']:.3f} | {_ci(s['placebo_uplift'])} | {_ci(s['content_effect'])} |")
+    return lines
+
+
 def per_kind_table(study: dict) -> list[str]:
     """Catch rate per mutation kind, alone and with each critic, from the stored judgement rows; localisation per
     kind from the items file (seed-0 critiques)."""
@@ -179,6 +198,7 @@ def markdown(out: dict) -> str:
               "bootstraps over problems (a problem's correct and buggy program together); gap recovered = "
               "(with − alone) / (reference − alone) with a paired bootstrap over programs and seeds.", ""]
     lines += _judge_table(study)
+    lines += _control_table(study)
     lines += ["", "Uncalibrated (threshold 0.5 on the raw log-odds), for the record:", "",
               "| judge | alone acc / catch / false alarm | critic | with critique acc / catch / false alarm |",
               "|---|---|---|---|"]

@@ -154,6 +154,31 @@ def test_judge_summary_splits_the_uplift_into_catch_and_false_alarm_changes():
     assert summary["assisted"]["catch_rate"] == 1.0 and summary["alone"]["catch_rate"] == pytest.approx(1 / 3)
 
 
+def test_mismatched_index_points_to_another_problem_and_is_seeded():
+    groups = np.repeat([f"p{k}" for k in range(20)], 2)
+    other = C.mismatched_index(groups, seed=3)
+    assert (groups[other] != groups).all()
+    np.testing.assert_array_equal(other, C.mismatched_index(groups, seed=3))
+    assert not np.array_equal(other, C.mismatched_index(groups, seed=4))
+    with pytest.raises(ConfigError, match="at least 2 problems"):
+        C.mismatched_index(np.array(["p0", "p0"]))
+
+
+def test_content_effect_is_matched_minus_mismatched_on_the_same_seeds():
+    y = np.array([1, 0, 1, 0])
+    groups = np.array(["a", "a", "b", "b"])
+    alone = np.array([0.2, 0.8, 0.2, 0.8])  # all wrong
+    assisted = np.array([[0.9, 0.1, 0.9, 0.1],  # seed 0: all right
+                         [0.2, 0.8, 0.2, 0.8]])  # seed 1: all wrong
+    mismatched = np.array([[0.9, 0.8, 0.2, 0.1]])  # seed 0, another problem's critique: half right
+    summary = C.judge_summary(y, alone, assisted, {"tests": y.astype(float)}, groups=groups, mismatched=mismatched)
+    assert summary["mismatched"]["accuracy"] == 0.5
+    assert summary["placebo_uplift"]["mean"] == 0.5
+    assert summary["content_effect"]["mean"] == 0.5  # seed 0 only: 1.0 - 0.5, not the 2-seed mean 0.5 - 0.5
+    with pytest.raises(ConfigError, match="mismatched"):
+        C.judge_summary(y, alone, assisted, {"tests": y.astype(float)}, mismatched=np.zeros((3, 4)))
+
+
 def test_calibration_removes_a_constant_lean():
     odds = np.array([3.0, 3.5, 4.0, 4.5])
     assert (C.calibrate(odds, "none") >= 0.5).all()

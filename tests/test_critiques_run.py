@@ -22,8 +22,13 @@ def test_run_stores_judgements_and_gap_summaries(small_run):
     config, result, results = small_run
     store = ResultsStore(results / "results.sqlite")
     rows = store.query("judgements", experiment="crit-test")
-    assert len(rows) == 6 * (1 + 2)  # 6 programs: alone once, with the critique of each of 2 seeds
-    assert {r["condition"] for r in rows} == {"alone", "critique"} and all(r["judge_kind"] == "model" for r in rows)
+    # 6 programs: alone once, with the critique of each of 2 seeds, and with another problem's seed-0 critique
+    assert len(rows) == 6 * (1 + 2 + 1)
+    assert {r["condition"] for r in rows} == {"alone", "critique", "mismatched"}
+    assert all(r["judge_kind"] == "model" for r in rows)
+    assert {r["seed"] for r in rows if r["condition"] == "mismatched"} == {0}
+    control = result["judges"]["smollm2"]["critics"]["smollm2"]
+    assert control["mismatched"]["n_seeds"] == 1 and control["content_effect"]["n_groups"] == 3
     summaries = store.query("summaries", experiment="crit-test")
     assert {s["strong"] for s in summaries} == {"tests", "smollm2-alone"}
     tests_row = next(s for s in summaries if s["strong"] == "tests")
@@ -45,7 +50,7 @@ def test_rerun_reads_every_critique_and_score_from_the_cache(small_run, data_dir
     # the cost ledger says so: nothing computed, every critique (6 programs x 2 seeds) read back
     assert all(c["computed"] == 0 for c in again["costs"].values())
     assert again["costs"]["critic:smollm2"]["read_back"] == 12 and again["costs"]["judge:smollm2"]["read_back"] > 0
-    assert len(ResultsStore(results / "results.sqlite").query("judgements", experiment="crit-test")) == 18
+    assert len(ResultsStore(results / "results.sqlite").query("judgements", experiment="crit-test")) == 24
 
 
 def test_critic_training_never_sees_a_judged_problem(data_dir, cache_dir, tmp_path):
@@ -67,6 +72,8 @@ def test_config_errors_name_the_key(tmp_path):
         CritiquesConfig.from_toml(path)
     with pytest.raises(ConfigError, match="seeds"):
         CritiquesConfig(seeds=())
+    with pytest.raises(ConfigError, match="mismatched_seeds"):
+        CritiquesConfig(seeds=(0,), mismatched_seeds=2)
     with pytest.raises(ConfigError, match="calibration"):
         CritiquesConfig(calibration="isotonic")
 
@@ -105,4 +112,4 @@ def test_results_command_lists_and_exports_judgements(small_run, capsys, tmp_pat
     target = tmp_path / "judgements.csv"
     assert main(["results", "--results-dir", str(results), "--table", "judgements", "--experiment", "crit-test",
                  "--export", str(target)]) == 0
-    assert target.read_text().count("\n") >= 19  # header + at least the 18 model rows
+    assert target.read_text().count("\n") >= 25  # header + at least the 24 model rows

@@ -15,7 +15,10 @@ variant. Pipeline:
    bug?", with or
    without the critique in its prompt; ``calibrate`` removes the judge's answer bias without labels.
 4. ``judge_summary``: catch rate, false-alarm rate, accuracy, AUC per condition, the uplift with a paired
-   interval, and the gap recovered against each strong reference.
+   interval, and the gap recovered against each strong reference. The content control: the same judge shown the
+   same critic's critique of *another* problem's program (``mismatched_index``); the uplift that survives this
+   swap came from the critique's form (its length, its tone, "No bug."), the rest from what it says about this
+   code (``content_effect``).
 5. ``critic_training_examples`` / ``train_critic``: LoRA SFT of a critic on verified bugs of training problems
    (split by problem), so localisation can be measured before and after training on problems it never saw.
 """
@@ -150,16 +153,31 @@ def judge_log_odds(lm, items: list[dict], critiques: list[str | None] | None = N
     """log P("Yes") - log P("No") to "Does this code have a bug?" of judge ``lm`` per item, float (n,); > 0 leans
     buggy.
     ``critiques[i]`` (or None) is shown with item i."""
-    from ..lm import ScoreRequest
+    from ..lm import ScoreRequest, in_chunks
 
     critiques = critiques if critiques is not None else [None] * len(items)
     if len(critiques) != len(items):
         raise ConfigError(f"{len(items)} items but {len(critiques)} critiques")
     requests = [ScoreRequest(messages=judge_messages(item, c), continuation=answer)
                 for item, c in zip(items, critiques) for answer in ANSWERS]
-    scores = lm.loglikelihood(requests)
+    scores = in_chunks(lm.loglikelihood, requests, chunk=128)  # a stopped run keeps its finished chunks
     logprobs = np.array([s.logprob for s in scores], dtype=np.float64).reshape(len(items), 2)
     return logprobs[:, 0] - logprobs[:, 1]
+
+
+def mismatched_index(groups: np.ndarray, seed: int = 0) -> np.ndarray:
+    """For each item (n,), the index of an item of *another* problem, whose critique it is shown in the content
+    control. Problems are put in a seeded random cycle and each item takes a random program of the next problem,
+    chosen without looking at whether either program is buggy. groups: problem of each item (n,)."""
+    groups = np.asarray(groups)
+    problems = np.unique(groups)
+    if len(problems) < 2:
+        raise ConfigError("the mismatched-critique control needs items from at least 2 problems")
+    rng = np.random.default_rng(seed)
+    cycle = problems[rng.permutation(len(problems))]
+    following = {p: cycle[(k + 1) % len(cycle)] for k, p in enumerate(cycle)}
+    members = {p: np.flatnonzero(groups == p) for p in problems}
+    return np.array([rng.choice(members[following[g]]) for g in groups])
 
 
 def calibrate(log_odds: np.ndarray, how: str = "median") -> np.ndarray:
@@ -187,16 +205,20 @@ def decision_metrics(y: np.ndarray, p_buggy: np.ndarray) -> dict:
 
 
 def judge_summary(y: np.ndarray, alone: np.ndarray, assisted: np.ndarray, references: dict[str, np.ndarray], *,
-                  groups: np.ndarray | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
+                  groups: np.ndarray | None = None, mismatched: np.ndarray | None = None, n_boot: int = 2000,
+                  seed: int = 0) -> dict:
     """The critique's effect on one judge.
 
     y: int (n,) 1 = buggy. alone: judge's P(buggy) without critique, (n,). assisted: with a critique, (n_seeds, n)
     (one row per critique seed). references: strong references' P(buggy), each (n,) — e.g. {"tests": y,
-    "critic_alone": ...}. groups: problem of each item (n,), so the uplift interval resamples problems (a
+    "critic_alone": ...}. mismatched: P(buggy) with another problem's critique (see :func:`mismatched_index`),
+    (m, n) for the first m critique seeds, or None. groups: problem of each item (n,), so the uplift interval resamples problems (a
     problem's correct and buggy programs stay together).
     Returns alone/assisted decision metrics (assisted averaged over seeds); the accuracy uplift and the changes in
     catch rate (on buggy items) and false-alarm rate (on correct items), each with a 95% paired bootstrap interval
-    over problems; and per reference the gap recovered (:class:`PGRResult` as a dict)."""
+    over problems; and per reference the gap recovered (:class:`PGRResult` as a dict). With ``mismatched``: its
+    metrics, ``placebo_uplift`` (mismatched − alone) and ``content_effect`` (matched − mismatched on the same
+    seeds), each with the same interval."""
     from ..evaluation.pgr import pgr_with_ci
 
     y = np.asarray(y)
@@ -214,7 +236,22 @@ def judge_summary(y: np.ndarray, alone: np.ndarray, assisted: np.ndarray, refere
     per_seed = [decision_metrics(y, row) for row in assisted]
     assisted_metrics = {k: float(np.mean([m[k] for m in per_seed])) if per_seed[0][k] is not None else None
                         for k in ("catch_rate", "false_alarm", "accuracy", "auc")}
-    return {"n": int(len(y)), "n_seeds": int(assisted.shape[0]), "alone": decision_metrics(y, alone),
+    controls = {}
+    if mismatched is not None:
+        mismatched = np.atleast_2d(mismatched)
+        m = mismatched.shape[0]
+        if mismatched.shape[1] != len(y) or not 1 <= m <= assisted.shape[0]:
+            raise ConfigError(f"mismatched {mismatched.shape} does not match assisted {assisted.shape}")
+        correct_mismatched = ((mismatched >= 0.5) == (y == 1)[None, :]).astype(float).mean(0)
+        correct_matched = ((assisted[:m] >= 0.5) == (y == 1)[None, :]).astype(float).mean(0)
+        per = [decision_metrics(y, row) for row in mismatched]
+        controls = {"mismatched": {k: float(np.mean([p[k] for p in per])) if per[0][k] is not None else None
+                                   for k in ("catch_rate", "false_alarm", "accuracy", "auc")} | {"n_seeds": m},
+                    "placebo_uplift": _cluster_bootstrap(correct_mismatched - correct_alone, groups, n_boot=n_boot,
+                                                         seed=seed),
+                    "content_effect": _cluster_bootstrap(correct_matched - correct_mismatched, groups, n_boot=n_boot,
+                                                         seed=seed)}
+    return {"n": int(len(y)), "n_seeds": int(assisted.shape[0]), "alone": decision_metrics(y, alone), **controls,
             "assisted": {**assisted_metrics, "n": int(len(y))}, "assisted_per_seed": per_seed,
             "uplift": uplift, **changes,
             "gap_recovered": {name: pgr_with_ci(y, alone, assisted, ref, n_boot=n_boot, seed=seed).as_dict()

@@ -38,7 +38,8 @@ class CritiquesConfig:
     and which buggy variant; calibration: 'median' or 'none' (see critiques.calibrate); backend / base_url: as
     in ``load_lm``; train_critic: a critic to LoRA-train on problems outside the judged set ('' = none), with
     train_problems training problems, train_epochs epochs, and eval_problems judged problems for the
-    before/after localisation."""
+    before/after localisation; mismatched_seeds: for the first that many critique seeds, every judge also sees
+    each program with the same critic's critique of another problem's program — the content control (0 = none)."""
 
     experiment: str = "critiques"
     sources: tuple[str, ...] = ("mbpp", "humaneval")
@@ -61,6 +62,7 @@ class CritiquesConfig:
     train_problems: int = 150
     train_epochs: float = 2.0
     eval_problems: int = 50
+    mismatched_seeds: int = 1
 
     def __post_init__(self) -> None:
         check_safe_name(self.experiment, "experiment")
@@ -70,6 +72,9 @@ class CritiquesConfig:
         for name in ("n_problems", "train_problems", "eval_problems", "max_tokens"):
             check_int_at_least(getattr(self, name), name, 1)
         check_int_at_least(self.tamper_problems, "tamper_problems", 0)
+        check_int_at_least(self.mismatched_seeds, "mismatched_seeds", 0)
+        if self.mismatched_seeds > len(self.seeds):
+            raise ConfigError(f"mismatched_seeds ({self.mismatched_seeds}) cannot exceed the {len(self.seeds)} seeds")
         if self.calibration not in ("median", "none"):
             raise ConfigError(f"calibration must be 'median' or 'none', got {self.calibration!r}")
         if not self.train_epochs > 0:
@@ -151,14 +156,22 @@ def run_critiques(config: CritiquesConfig, *, results_dir: str | Path | None = N
             costs[f"critic:{critic}"] = cost(start, calls, critiques=len(items) * len(config.seeds))
         judgement_rows, summaries, judge_results = [], [], {}
         created = datetime.now(timezone.utc).isoformat()
-        conditions = [(critic, seed_index) for critic in config.critics for seed_index in range(len(config.seeds))]
+        # (condition, critic, seed index): each critique as written, then the content control's swapped critiques
+        conditions = [("critique", critic, k) for critic in config.critics for k in range(len(config.seeds))] + \
+                     [("mismatched", critic, k) for critic in config.critics for k in range(config.mismatched_seeds)]
+        other = C.mismatched_index(groups, config.item_seed) if config.mismatched_seeds else None
+
+        def rows_shown(condition: str, critic: str) -> list[int]:
+            """Rows of ``odds_all`` (below) that show ``critic``'s critiques under ``condition``, one per seed."""
+            return [1 + j for j, (c, name, _) in enumerate(conditions) if c == condition and name == critic]
+
         for judge in config.judges:
             start, calls = time.perf_counter(), lm_calls()
             judge_lm = lm_for(judge)
             # item-major order: an item's prompts (alone, then each critique) share their prefix, which
             # llama.cpp keeps in its KV cache, so each later prompt costs only its own critique's tokens
-            shown = [None] + [(c, k) for c, k in conditions]
-            texts = [None if cond is None else critiques[cond[0]][cond[1]][i]
+            shown = [None] + conditions
+            texts = [None if cond is None else critiques[cond[1]][cond[2]][i if cond[0] == "critique" else other[i]]
                      for i in range(len(items)) for cond in shown]
             odds_all = C.judge_log_odds(judge_lm, [item for item in items for _ in shown], texts)
             odds_all = odds_all.reshape(len(items), len(shown)).T  # (1 + conditions, n)
@@ -168,14 +181,18 @@ def run_critiques(config: CritiquesConfig, *, results_dir: str | Path | None = N
             judge_results[judge] = {"alone": C.decision_metrics(y, alone),
                                     "alone_raw": C.decision_metrics(y, C.calibrate(alone_odds, "none")), "critics": {}}
             for critic in config.critics:
-                rows_of = [1 + j for j, (c, _) in enumerate(conditions) if c == critic]
-                odds = odds_all[rows_of]  # (n_seeds, n)
+                odds = odds_all[rows_shown("critique", critic)]  # (n_seeds, n)
+                swapped = odds_all[rows_shown("mismatched", critic)]  # (mismatched_seeds, n)
                 assisted = C.calibrate(odds, config.calibration)
                 judgement_rows += _rows(config, created, items, judge, "critique", critic, list(config.seeds),
                                         assisted, odds)
+                mismatched = C.calibrate(swapped, config.calibration) if len(swapped) else None
+                if mismatched is not None:
+                    judgement_rows += _rows(config, created, items, judge, "mismatched", critic,
+                                            list(config.seeds[: config.mismatched_seeds]), mismatched, swapped)
                 critic_alone = C.calibrate(C.judge_log_odds(lm_for(critic), items), config.calibration)
                 summary = C.judge_summary(y, alone, assisted, {"tests": y.astype(float), "critic_alone": critic_alone},
-                                          groups=groups, seed=config.item_seed)
+                                          groups=groups, mismatched=mismatched, seed=config.item_seed)
                 summary["critic_alone"] = C.decision_metrics(y, critic_alone)
                 summary["assisted_raw"] = C.decision_metrics(y, C.calibrate(odds, "none").mean(0))
                 judge_results[judge]["critics"][critic] = summary

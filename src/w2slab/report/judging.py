@@ -47,7 +47,7 @@ def judge_table(judgements: list[dict]) -> list[dict]:
     catch rate (buggy called buggy), false alarms (correct called buggy) and median seconds per item (people)."""
     groups: dict[tuple, list[dict]] = {}
     for j in judgements:
-        if j["condition"] not in ("alone", "critique"):
+        if j["condition"] not in ("alone", "critique", "mismatched"):
             continue  # oversight verdicts: see oversight_table
         groups.setdefault((j["experiment"], j["judge_kind"], j["judge"], j["condition"], j["critic"]), []).append(j)
     rows = []
