@@ -212,8 +212,8 @@ def judge_summary(y: np.ndarray, alone: np.ndarray, assisted: np.ndarray, refere
     y: int (n,) 1 = buggy. alone: judge's P(buggy) without critique, (n,). assisted: with a critique, (n_seeds, n)
     (one row per critique seed). references: strong references' P(buggy), each (n,) — e.g. {"tests": y,
     "critic_alone": ...}. mismatched: P(buggy) with another problem's critique (see :func:`mismatched_index`),
-    (m, n) for the first m critique seeds, or None. groups: problem of each item (n,), so the uplift interval resamples problems (a
-    problem's correct and buggy programs stay together).
+    (m, n) for the first m critique seeds, or None. groups: problem of each item (n,), so the uplift interval
+    resamples problems (a problem's correct and buggy programs stay together).
     Returns alone/assisted decision metrics (assisted averaged over seeds); the accuracy uplift and the changes in
     catch rate (on buggy items) and false-alarm rate (on correct items), each with a 95% paired bootstrap interval
     over problems; and per reference the gap recovered (:class:`PGRResult` as a dict). With ``mismatched``: its
@@ -226,7 +226,7 @@ def judge_summary(y: np.ndarray, alone: np.ndarray, assisted: np.ndarray, refere
     if assisted.shape[1] != len(y) or np.asarray(alone).shape != y.shape:
         raise ConfigError(f"alone {np.asarray(alone).shape} / assisted {assisted.shape} do not match y {y.shape}")
     correct_alone = ((np.asarray(alone) >= 0.5) == (y == 1)).astype(float)
-    correct_assisted = ((assisted >= 0.5) == (y == 1)[None, :]).astype(float).mean(0)  # (n,) averaged over seeds
+    correct_assisted = _share_right(y, assisted)
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     uplift = _cluster_bootstrap(correct_assisted - correct_alone, groups, n_boot=n_boot, seed=seed)
     calls_alone = (np.asarray(alone) >= 0.5).astype(float)
@@ -234,28 +234,34 @@ def judge_summary(y: np.ndarray, alone: np.ndarray, assisted: np.ndarray, refere
     changes = {name: _cluster_bootstrap(calls_assisted[of] - calls_alone[of], groups[of], n_boot=n_boot, seed=seed)
                for name, of in (("catch_change", y == 1), ("false_alarm_change", y == 0)) if of.any()}
     per_seed = [decision_metrics(y, row) for row in assisted]
-    assisted_metrics = {k: float(np.mean([m[k] for m in per_seed])) if per_seed[0][k] is not None else None
-                        for k in ("catch_rate", "false_alarm", "accuracy", "auc")}
     controls = {}
     if mismatched is not None:
         mismatched = np.atleast_2d(mismatched)
         m = mismatched.shape[0]
         if mismatched.shape[1] != len(y) or not 1 <= m <= assisted.shape[0]:
             raise ConfigError(f"mismatched {mismatched.shape} does not match assisted {assisted.shape}")
-        correct_mismatched = ((mismatched >= 0.5) == (y == 1)[None, :]).astype(float).mean(0)
-        correct_matched = ((assisted[:m] >= 0.5) == (y == 1)[None, :]).astype(float).mean(0)
-        per = [decision_metrics(y, row) for row in mismatched]
-        controls = {"mismatched": {k: float(np.mean([p[k] for p in per])) if per[0][k] is not None else None
-                                   for k in ("catch_rate", "false_alarm", "accuracy", "auc")} | {"n_seeds": m},
+        correct_mismatched, correct_matched = _share_right(y, mismatched), _share_right(y, assisted[:m])
+        controls = {"mismatched": _mean_metrics([decision_metrics(y, row) for row in mismatched]) | {"n_seeds": m},
                     "placebo_uplift": _cluster_bootstrap(correct_mismatched - correct_alone, groups, n_boot=n_boot,
                                                          seed=seed),
                     "content_effect": _cluster_bootstrap(correct_matched - correct_mismatched, groups, n_boot=n_boot,
                                                          seed=seed)}
     return {"n": int(len(y)), "n_seeds": int(assisted.shape[0]), "alone": decision_metrics(y, alone), **controls,
-            "assisted": {**assisted_metrics, "n": int(len(y))}, "assisted_per_seed": per_seed,
+            "assisted": _mean_metrics(per_seed) | {"n": int(len(y))}, "assisted_per_seed": per_seed,
             "uplift": uplift, **changes,
             "gap_recovered": {name: pgr_with_ci(y, alone, assisted, ref, n_boot=n_boot, seed=seed).as_dict()
                               for name, ref in references.items()}}
+
+
+def _share_right(y: np.ndarray, p_buggy: np.ndarray) -> np.ndarray:
+    """Per item (n,), the share of rows of ``p_buggy`` (n_seeds, n) whose 0.5-threshold call matches y."""
+    return ((p_buggy >= 0.5) == (y == 1)[None, :]).astype(float).mean(0)
+
+
+def _mean_metrics(per_seed: list[dict]) -> dict:
+    """decision_metrics averaged over seeds (None stays None)."""
+    return {k: float(np.mean([m[k] for m in per_seed])) if per_seed[0][k] is not None else None
+            for k in ("catch_rate", "false_alarm", "accuracy", "auc")}
 
 
 def _cluster_bootstrap(diff: np.ndarray, groups: np.ndarray, *, n_boot: int, seed: int) -> dict:

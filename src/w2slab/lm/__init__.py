@@ -102,15 +102,19 @@ def generate_in_chunks(lm: LM, requests: list[GenerationRequest], *, chunk: int 
             pieces += [(i, dataclasses.replace(request, first_sample=request.first_sample + start,
                                                n=min(chunk, request.n - start)))
                        for start in range(0, request.n, chunk)]
+    batches: list[list[tuple[int, GenerationRequest]]] = [[]]
+    size = 0  # samples in the last batch
+    for piece in pieces:
+        if batches[-1] and size + piece[1].n > chunk:
+            batches.append([])
+            size = 0
+        batches[-1].append(piece)
+        size += piece[1].n
     out: list[list[Generation]] = [[] for _ in requests]
-    batch: list[tuple[int, GenerationRequest]] = []
-    for piece in pieces + [None]:
-        if batch and (piece is None or sum(r.n for _, r in batch) + piece[1].n > chunk):
+    for batch in batches:
+        if batch:
             for (i, _), samples in zip(batch, lm.generate([r for _, r in batch])):
                 out[i] += samples
-            batch = []
-        if piece is not None:
-            batch.append(piece)
     return out
 
 
