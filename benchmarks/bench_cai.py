@@ -1,5 +1,5 @@
 """The Constitutional-AI numbers (issue: "Constitutional AI and RLAIF"), written to benchmarks/out/cai-<experiment>.json
-and docs/cai_bench.md: agreement of each AI-feedback setting with human labels, the gap recovered by a preference
+and docs/<experiment>_bench.md: agreement of each AI-feedback setting with human labels, the gap recovered by a preference
 model trained on AI labels, cost per 1,000 labels, and the policy before / after SL-CAI and DPO.
 
     python benchmarks/bench_cai.py [--config sweeps/cai.toml] [--markdown-only]
@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from common import OUT, ROOT, save
+from common import MEASURED, OUT, ROOT, relative, save
 from w2slab.report.table import gap_text
 
 RESULTS = OUT / "cai-results"
@@ -20,22 +20,23 @@ RESULTS = OUT / "cai-results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "sweeps/cai.toml"), help="a CaiConfig TOML")
-    parser.add_argument("--markdown-only", action="store_true", help="rebuild docs/cai_bench.md from saved JSON")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="rebuild the page from saved JSON (benchmarks/out/, else benchmarks/measured/)")
     args = parser.parse_args()
     from w2slab.feedback.cai_run import CaiConfig, run_cai
 
     config = CaiConfig.from_toml(args.config)
     name = f"cai-{config.experiment}"
     if args.markdown_only:  # the benchmark's saved numbers, else what a stopped run stored so far
-        saved = OUT / f"{name}.json"
-        partial = RESULTS / "cai" / config.experiment / "result.json"
-        out = json.loads((saved if saved.is_file() else partial).read_text())
+        candidates = [OUT / f"{name}.json", RESULTS / "cai" / config.experiment / "result.json", MEASURED / f"{name}.json"]
+        out = json.loads(next((p for p in candidates if p.is_file()), candidates[0]).read_text())
     else:
         start = time.perf_counter()
         out = run_cai(config, results_dir=RESULTS, progress=sys.stderr.isatty())
         out["total_s"] = time.perf_counter() - start
-        save(name, out)
-    (ROOT / "docs/cai_bench.md").write_text(markdown(out, args.config), encoding="utf-8")
+        save(name, out, keep=True)
+    page = ROOT / "docs" / f"{config.experiment.replace('-', '_')}_bench.md"  # cai_bench.md, cai_rest_bench.md
+    page.write_text(markdown(out, args.config), encoding="utf-8")
 
 
 def _labels(config: dict) -> list[str]:
@@ -52,17 +53,10 @@ def _cost(s: dict) -> str:
     return f"{s['per_1000_s']:.0f}" if s.get("cache_hits") == 0 else "—"  # unknown hits: an older run's row
 
 
-def _relative(path: str) -> str:
-    from pathlib import Path
-
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def markdown(out: dict, config_path: str) -> str:
     c = out["config"]
     lines = ["# Constitutional AI: measured numbers", "",
-             f"Regenerate: `python benchmarks/bench_cai.py --config {_relative(config_path)}` (2 CPU cores). "
+             f"Regenerate: `python benchmarks/bench_cai.py --config {relative(config_path)}` (2 CPU cores). "
              "SL-CAI critiques and revisions (generated text) stay in benchmarks/out/cai-results/. Protocol: "
              "[cai.md](cai.md).", "",
              f"{out['pairs']['n']} HH-RLHF harmless-base pairs ({out['pairs']['held_out']} held out by conversation; "

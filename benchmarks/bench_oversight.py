@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from common import OUT, ROOT, save
+from common import OUT, ROOT, relative, save
 
 RESULTS = OUT / "oversight-results"
 
@@ -39,13 +39,6 @@ def _share(x) -> str:
     return "—" if x is None else f"{100 * x:.0f}%"
 
 
-def _relative(path: str) -> str:
-    from pathlib import Path
-
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def markdown(out: dict, config_path: str) -> str:
     from w2slab.report.judging import oversight_table
     from w2slab.runner.store import ResultsStore
@@ -55,7 +48,7 @@ def markdown(out: dict, config_path: str) -> str:
                                                                                      experiment=c["experiment"])
                             if s["result"].get("protocol") == "oversight"])
     lines = ["# Oversight: measured numbers", "",
-             f"Regenerate: `python benchmarks/bench_oversight.py --config {_relative(config_path)}` (2 CPU "
+             f"Regenerate: `python benchmarks/bench_oversight.py --config {relative(config_path)}` (2 CPU "
              "cores; rows in benchmarks/out/oversight-results/results.sqlite; transcripts in its oversight/ folder, "
              "never in git). Protocol and reading guide: [oversight.md](oversight.md).", "",
              f"{out['n']} {c['task']} questions (two answers each, the correct one at A or B by a hash); judges "

@@ -1,12 +1,15 @@
 """The self-improvement numbers (issue: "Self-improvement on its own majority votes"), written to
-benchmarks/out/selfimprove.json and docs/selfimprove_study.md.
+benchmarks/out/selfimprove.json and docs/selfimprove_study.md (docs/<experiment>_study.md).
 
 1. base accuracy of each decoder on each reasoning task (greedy, the first N test questions): which (model, task)
    pairs are neither at floor nor at ceiling;
 2. the study of sweeps/selfimprove.toml: every model × task cell, filter, seed and round, stored in
-   benchmarks/out/selfimprove-results/results.sqlite (resumable: generations and adapters are cached).
+   benchmarks/out/selfimprove-results/ (resumable: generations and adapters are cached). Each cell's result
+   (numbers and extracted answers only) is also kept in benchmarks/measured/selfimprove/, tracked in git, so a
+   study longer than one machine's session lands part by part (``--models/--tasks/--seeds``) and the page is
+   rebuilt from every part.
 
-    python benchmarks/bench_selfimprove.py [--skip-base] [--markdown-only]
+    python benchmarks/bench_selfimprove.py [--skip-base] [--markdown-only] [--models M ..] [--tasks T ..] [--seeds S ..]
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import json
 import sys
 import time
 
-from common import OUT, ROOT, save
+from common import MEASURED, OUT, ROOT, relative, save
 
 RESULTS = OUT / "selfimprove-results"
 BASE_MODELS = ("smollm2", "qwen-coder-0.5b")
@@ -47,49 +50,81 @@ def base_accuracy(n: int = 32) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-base", action="store_true", help="skip the base-accuracy table")
+    parser.add_argument("--config", default=str(ROOT / "sweeps/selfimprove.toml"), help="a SelfImproveStudy TOML")
+    parser.add_argument("--skip-base", action="store_true", help="skip the base-accuracy table (keep the stored one)")
     parser.add_argument("--markdown-only", action="store_true",
-                        help="rebuild docs/selfimprove_study.md from benchmarks/out/selfimprove.json and the store")
+                        help="rebuild docs/<experiment>_study.md from the stored cells (benchmarks/measured/)")
+    parser.add_argument("--models", nargs="+", help="only these models of the study (default: all)")
+    parser.add_argument("--tasks", nargs="+", help="only these tasks of the study (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: all); earlier seeds stay")
     args = parser.parse_args()
-    if args.markdown_only:
-        saved = OUT / "selfimprove.json"
-        out = json.loads(saved.read_text()) if saved.is_file() else {"base": None}  # the store has the rows
-    else:
-        from w2slab.feedback.selfimprove_run import SelfImproveStudy, run_selfimprove_study
+    from w2slab.feedback.selfimprove_run import SelfImproveStudy
 
-        out = {"base": None if args.skip_base else base_accuracy()}
-        start = time.perf_counter()
-        cells = run_selfimprove_study(SelfImproveStudy.from_toml(ROOT / "sweeps/selfimprove.toml"),
-                                      results_dir=RESULTS, progress=sys.stderr.isatty())
-        out["study_s"] = time.perf_counter() - start
-        out["cells"] = [{"model": c["config"]["model"], "task": c["config"]["task"], "seconds": c["seconds"]}
-                        for c in cells]
-        save("selfimprove", out)
-    (ROOT / "docs/selfimprove_study.md").write_text(markdown(out), encoding="utf-8")
+    study = SelfImproveStudy.from_toml(args.config)
+    name = "selfimprove" if study.experiment == "selfimprove" else f"selfimprove-{study.experiment}"
+    saved = MEASURED / f"{name}.json"
+    out = json.loads(saved.read_text()) if saved.is_file() else {"base": None, "runs": []}
+    if not args.markdown_only:
+        from w2slab.feedback.selfimprove_run import run_selfimprove_study
+
+        if not args.skip_base:
+            out["base"] = base_accuracy()
+        part = SelfImproveStudy.from_toml(args.config, models=args.models, tasks=args.tasks,
+                                          seeds=args.seeds)
+        _copy_cells(MEASURED / "selfimprove", RESULTS / "selfimprove", study.experiment, overwrite=False)
+        cells = run_selfimprove_study(part, results_dir=RESULTS, progress=sys.stderr.isatty())
+        _copy_cells(RESULTS / "selfimprove", MEASURED / "selfimprove", study.experiment, overwrite=True)
+        out["runs"] = out.get("runs", []) + [{"model": c["config"]["model"], "task": c["config"]["task"],
+                                              "seeds": list(part.seeds), "seconds": c["seconds"]} for c in cells]
+        save(name, out, keep=True)
+    page = ROOT / "docs" / f"{study.experiment.replace('-', '_')}_study.md"  # selfimprove_study.md
+    page.write_text(markdown(out, study, args.config), encoding="utf-8")
+
+
+def _copy_cells(source, target, experiment: str, overwrite: bool) -> None:
+    """Copy the per-cell result JSONs of ``experiment`` (numbers and extracted answers, no generated text) from
+    ``source`` to ``target``: measured cells seed a fresh results folder, so seeds run in another session merge."""
+    from w2slab.io import atomic_path
+
+    for path in sorted((source / experiment).glob("*.json")):
+        dest = target / experiment / path.name
+        if overwrite or not dest.is_file():
+            with atomic_path(dest) as tmp:
+                tmp.write_bytes(path.read_bytes())
+
+
+def _stored_cells(experiment: str) -> list[dict]:
+    """Each cell's result: the results folder's when this machine has one (it holds every merged seed), else the
+    tracked copy in benchmarks/measured/."""
+    names = {p.name for folder in (RESULTS, MEASURED) for p in (folder / "selfimprove" / experiment).glob("*.json")}
+    cells = []
+    for name in sorted(names):
+        local = RESULTS / "selfimprove" / experiment / name
+        cells.append(json.loads((local if local.is_file() else MEASURED / "selfimprove" / experiment / name)
+                                .read_text(encoding="utf-8")))
+    return cells
 
 
 def _share(x) -> str:
     return "—" if x is None else f"{100 * x:.0f}%"
 
 
-def markdown(out: dict) -> str:
-    from w2slab.feedback.selfimprove_run import SelfImproveStudy
+def markdown(out: dict, study, config_path: str) -> str:
+    from w2slab.feedback.selfimprove_run import gap_summaries, round_rows
     from w2slab.report.selfimprove import round_table, selfimprove_gap_table
-    from w2slab.runner.store import ResultsStore
 
-    study = SelfImproveStudy.from_toml(ROOT / "sweeps/selfimprove.toml")
-    store = ResultsStore(RESULTS / "results.sqlite")
-    stored = store.query("rounds", experiment=study.experiment)
+    cells = _stored_cells(study.experiment)
+    stored = [row for cell in cells for row in round_rows(cell, cell.get("created_at", ""))]
     rounds = round_table(stored)
     done = {(r["model"], r["task"]): sorted({x["seed"] for x in stored if (x["model"], x["task"]) == (r["model"], r["task"])})
             for r in stored}
     missing = [f"{m} × {t}" for m in study.models for t in study.tasks if (m, t) not in done]
-    gaps = selfimprove_gap_table(store.query("summaries", experiment=study.experiment))
+    gaps = selfimprove_gap_table([row for cell in cells for row in gap_summaries(cell, cell.get("created_at", ""))])
     lines = ["# Self-improvement: measured numbers", "",
-             "Regenerate: `python benchmarks/bench_selfimprove.py` (2 CPU cores; the study alone is "
-             "`w2slab selfimprove run sweeps/selfimprove.toml`; rows in "
-             "benchmarks/out/selfimprove-results/results.sqlite, raw numbers in benchmarks/out/selfimprove.json). "
-             "The protocol and how to read it: docs/selfimprove.md.", "",
+             f"Regenerate: `python benchmarks/bench_selfimprove.py --config {relative(config_path)}` (2 CPU cores; "
+             f"the study alone is `w2slab selfimprove run {relative(config_path)}`; a part of it: `--models`, `--tasks`, `--seeds`). "
+             "Each cell's numbers are kept in benchmarks/measured/selfimprove/ (tracked), so parts run in different "
+             "sessions add up on this page. The protocol and how to read it: docs/selfimprove.md.", "",
              f"Study: models {', '.join(study.models)} × tasks {', '.join(study.tasks)}; {study.n_train} training and "
              f"{study.n_test} test questions; k = {study.k} samples at temperature {study.temperature} (at most "
              f"{study.max_tokens} tokens); keep a question when its majority holds ≥ {study.tau} of the votes; "
@@ -97,7 +132,7 @@ def markdown(out: dict) -> str:
              "(sampling and LoRA training); intervals are 95% bootstraps over questions and seeds drawn jointly.", "",
              "**Stored so far:** " + ("; ".join(f"{m} × {t}: seeds {', '.join(map(str, seeds))}"
                                                 for (m, t), seeds in sorted(done.items())) or "nothing")
-             + (f". **Not run yet:** {', '.join(missing)} (the study resumes from the caches)." if missing else "."), ""]
+             + (f". **Not run yet:** {', '.join(missing)} (`--models`, `--tasks`, `--seeds` run a part)." if missing else "."), ""]
     if out.get("base"):
         lines += ["## Base accuracy (greedy, first test questions)", "",
                   "| model | task | correct | unextractable | seconds |", "|---|---|---|---|---|"]
@@ -125,10 +160,12 @@ def markdown(out: dict) -> str:
                      f"{r['sample_unextractable']} | {r['mean_share']:.3f} | "
                      f"{_share(r['top_answer_share'])} ({_share(r['constant_baseline'])}) | {r['ece']:.3f} | "
                      f"{'—' if r['kept'] is None else r['kept']} | {wrong} | {reinforcement} |")
-    if out.get("cells"):
-        lines += ["", "## Cost on this CPU", "", "| model | task | seconds (all seeds, filters, rounds) |",
-                  "|---|---|---|"]
-        lines += [f"| {c['model']} | {c['task']} | {c['seconds']:.0f} |" for c in out["cells"]]
+    if out.get("runs"):
+        lines += ["", "## Cost on this CPU", "", "Each run of the study on part of it (a cell, some seeds), as measured; "
+                  "a run that found earlier generations or adapters in the cache reads faster.", "",
+                  "| model | task | seeds | seconds (all filters and rounds) |", "|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['task']} | {', '.join(map(str, r['seeds']))} | {r['seconds']:.0f} |"
+                  for r in out["runs"]]
     return "\n".join(lines) + "\n"
 
 

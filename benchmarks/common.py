@@ -10,6 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
+# numbers only (no generated text), tracked in git: what a study measured survives the machine it ran on, so a
+# study longer than one session lands part by part and its page can be rebuilt on a fresh clone
+MEASURED = ROOT / "benchmarks" / "measured"
 os.environ.setdefault("W2SLAB_DATA_DIR", str((ROOT.parent / "shared" / "datasets").resolve()))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -22,6 +25,12 @@ def machine() -> dict:
             "processor": platform.processor() or platform.machine()}
 
 
+def relative(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (for the "Regenerate:" lines of pages)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
@@ -32,10 +41,15 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def save(name: str, result: dict) -> Path:
+def save(name: str, result: dict, keep: bool = False) -> Path:
+    """Write ``result`` (plus machine facts) to benchmarks/out/<name>.json; ``keep``: also to benchmarks/measured/,
+    for a result that holds numbers only."""
     from w2slab.io import write_json
 
     path = OUT / f"{name}.json"
-    write_json(path, {**result, "machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2)})
+    result = {**result, "machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2)}
+    write_json(path, result)
+    if keep:
+        write_json(MEASURED / f"{name}.json", result)
     print(json.dumps(result, indent=2))
     return path
