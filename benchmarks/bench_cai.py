@@ -34,9 +34,14 @@ def main() -> None:
         start = time.perf_counter()
         out = run_cai(config, results_dir=RESULTS, progress=sys.stderr.isatty())
         out["total_s"] = time.perf_counter() - start
-        save(name, out, keep=True)
+        save(name, out, keep=numbers_only(out))
     page = ROOT / "docs" / f"{config.experiment.replace('-', '_')}_bench.md"  # cai_bench.md, cai_rest_bench.md
     page.write_text(markdown(out, args.config), encoding="utf-8")
+
+
+def numbers_only(out: dict) -> dict:
+    """``out`` without generated text (the chain-of-thought examples): what benchmarks/measured/ may keep."""
+    return {**out, "settings": [{k: v for k, v in s.items() if k != "reasoning_examples"} for s in out["settings"]]}
 
 
 def _labels(config: dict) -> list[str]:
@@ -46,11 +51,15 @@ def _labels(config: dict) -> list[str]:
 
 
 def _cost(s: dict) -> str:
-    """Seconds per 1,000 labels as measured when the setting was labelled from scratch ("—" if every run that
-    stored it read some labels from the cache)."""
+    """Seconds per 1,000 labels as measured when the setting was labelled from scratch; a lower bound ("≥") when
+    the run read some of its model calls from the cache, "—" when an older row does not say."""
     if s.get("cost"):
         return f"{s['cost']['per_1000_s']:.0f}"
-    return f"{s['per_1000_s']:.0f}" if s.get("cache_hits") == 0 else "—"  # unknown hits: an older run's row
+    if s.get("cache_hits") is None:
+        return "—"
+    if s["cache_hits"] == 0:
+        return f"{s['per_1000_s']:.0f}"
+    return f"≥ {s['per_1000_s']:.0f} ({s['cache_hits']} of {s['model_calls']} calls cached)"
 
 
 def markdown(out: dict, config_path: str) -> str:
@@ -76,7 +85,7 @@ def markdown(out: dict, config_path: str) -> str:
                      f"{gap_text(g)} | {_cost(s)} |")
     lines.append("\nSeconds per 1,000 labels (both orders are two model calls per label, an ensemble of k questions "
                  "2k) are measured in the run that labelled the setting from scratch on this machine's 2 cores; "
-                 "\"—\" where every stored run read part of its labels from the cache.")
+                 "\"≥\" marks a lower bound from a run that read some model calls from the cache.")
     tuned = [s for s in out["settings"] if s.get("finetune")]
     for s in tuned:
         f = s["finetune"]

@@ -57,7 +57,7 @@ def main() -> None:
         key = ",".join(map(str, part.seeds))
         out["parts"] = {k: v for k, v in out["parts"].items() if not set(k.split(",")) & set(key.split(","))}
         out["parts"][key] = {"study": numbers_only(study), "study_s": time.perf_counter() - start}
-        save(name, out, keep=True)
+        save(name, out, keep=out)
     page = ROOT / "docs" / f"{config.experiment.replace('-', '_')}_bench.md"  # redteam_bench.md, redteam_pilot_bench.md
     page.write_text(markdown(out, args.config, config), encoding="utf-8")
 

@@ -76,7 +76,7 @@ def main() -> None:
         _copy_cells(RESULTS / "selfimprove", MEASURED / "selfimprove", study.experiment, overwrite=True)
         out["runs"] = out.get("runs", []) + [{"model": c["config"]["model"], "task": c["config"]["task"],
                                               "seeds": list(part.seeds), "seconds": c["seconds"]} for c in cells]
-        save(name, out, keep=True)
+        save(name, out, keep=out)
     page = ROOT / "docs" / f"{study.experiment.replace('-', '_')}_study.md"  # selfimprove_study.md
     page.write_text(markdown(out, study, args.config), encoding="utf-8")
 

@@ -41,15 +41,15 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def save(name: str, result: dict, keep: bool = False) -> Path:
-    """Write ``result`` (plus machine facts) to benchmarks/out/<name>.json; ``keep``: also to benchmarks/measured/,
-    for a result that holds numbers only."""
+def save(name: str, result: dict, keep: dict | None = None) -> Path:
+    """Write ``result`` (plus machine facts) to benchmarks/out/<name>.json, and ``keep`` (the part of it that holds
+    numbers only, no generated text) to benchmarks/measured/<name>.json, which git tracks."""
     from w2slab.io import write_json
 
     path = OUT / f"{name}.json"
     result = {**result, "machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2)}
     write_json(path, result)
-    if keep:
-        write_json(MEASURED / f"{name}.json", result)
+    if keep is not None:
+        write_json(MEASURED / f"{name}.json", {**keep, "machine": result["machine"], "peak_rss_gb": result["peak_rss_gb"]})
     print(json.dumps(result, indent=2))
     return path
