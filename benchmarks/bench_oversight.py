@@ -1,8 +1,12 @@
 """The oversight numbers (issue: "Scalable-oversight protocols"), written to benchmarks/out/oversight-<experiment>.json
-and docs/oversight_bench.md: judge accuracy per protocol with intervals, the gap recovered, calibration, position
+and docs/<experiment>_bench.md: judge accuracy per protocol with intervals, the gap recovered, calibration, position
 flips, consultancy persuasiveness, verified quotes and tokens, for the config given (default: the pilot).
 
-    python benchmarks/bench_oversight.py [--config sweeps/oversight.toml] [--markdown-only]
+A study longer than one session runs in parts (``--experts``, ``--seeds``): each part's numbers — per-question
+probabilities and counts, no generated text — are kept in benchmarks/measured/oversight-<experiment>.json, and the
+page recomputes every measure from all parts together.
+
+    python benchmarks/bench_oversight.py [--config sweeps/oversight.toml] [--experts M ..] [--seeds S ..] [--markdown-only]
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import json
 import sys
 import time
 
-from common import OUT, ROOT, relative, save
+from common import MEASURED, OUT, ROOT, part_key, parts_overlap, relative, save
 
 RESULTS = OUT / "oversight-results"
 
@@ -19,80 +23,138 @@ RESULTS = OUT / "oversight-results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "sweeps/oversight_pilot.toml"), help="an OversightConfig TOML")
+    parser.add_argument("--experts", nargs="+", help="run only these experts of the config (a part)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="run only these seeds of the config (a part)")
     parser.add_argument("--markdown-only", action="store_true",
-                        help="rebuild docs/oversight_bench.md from the stored result.json and rows")
+                        help="rebuild the page from the stored parts (benchmarks/measured/)")
     args = parser.parse_args()
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
 
     config = OversightConfig.from_toml(args.config)
-    if args.markdown_only:
-        out = json.loads((RESULTS / "oversight" / config.experiment / "result.json").read_text())
-    else:
+    name = f"oversight-{config.experiment}"
+    stored = MEASURED / f"{name}.json"
+    out = json.loads(stored.read_text()) if stored.is_file() else {"parts": {}}
+    if not args.markdown_only:
+        part = OversightConfig.from_toml(args.config, experts=args.experts, seeds=args.seeds)
+        unknown = sorted(set(part.experts) - set(config.experts)) + sorted(set(part.seeds) - set(config.seeds))
+        if unknown:
+            sys.exit(f"error: not in {relative(args.config)}: {', '.join(map(str, unknown))}")
         start = time.perf_counter()
-        out = run_oversight(config, results_dir=RESULTS, progress=sys.stderr.isatty())
-        out["total_s"] = time.perf_counter() - start
-        save(f"oversight-{config.experiment}", out)
-    (ROOT / "docs/oversight_bench.md").write_text(markdown(out, args.config), encoding="utf-8")
+        result = run_oversight(part, results_dir=RESULTS, progress=sys.stderr.isatty())
+        result["total_s"] = time.perf_counter() - start
+        key = part_key(experts=part.experts, seeds=part.seeds)
+        out["parts"] = {k: v for k, v in out["parts"].items() if not parts_overlap(k, key)} | {key: result}
+        save(name, out, keep=out)
+    page = ROOT / "docs" / f"{config.experiment.replace('-', '_')}_bench.md"  # oversight_bench.md, oversight_pilot_...
+    page.write_text(markdown(out["parts"], config, args.config), encoding="utf-8")
+
+
+def merge(parts: dict, config) -> dict:
+    """Every part's per-question probabilities together, and every measure recomputed from them: {"blind": {judge:
+    measures}, "experts": {expert: measures}, "protocols": {(judge, expert, protocol): (measures, gap, seeds)},
+    "quotes", "tokens", "seconds"}. Parts must share the task, questions and scoring (checked)."""
+    import numpy as np
+
+    from w2slab.feedback.oversight_run import accuracy_measures, protocol_measures
+    from w2slab.tasks.passages import load_passage_questions
+
+    first = next(iter(parts.values()))["config"]
+    same = ("task", "n_questions", "item_seed", "rounds", "sequential", "judge_scoring", "max_tokens", "words")
+    for key, part in parts.items():
+        differ = [f for f in same if part["config"][f] != first[f]]
+        if differ:
+            sys.exit(f"error: part {key} was run with another {', '.join(differ)}: rerun it or delete it from "
+                     "benchmarks/measured/")
+    questions = load_passage_questions(first["task"], limit=first["n_questions"], seed=first["item_seed"])
+    blind, expert, cells = {}, {}, {}
+    quotes, tokens, seconds = {}, {}, {}
+    for key in parts:
+        part = parts[key]
+        pc = part["p_correct"]
+        blind.update({j: (p, part["judges"][j]["blind"]["flip_rate"]) for j, p in pc["blind"].items()})
+        expert.update({e: (p, part["experts"][e]["flip_rate"]) for e, p in pc["expert"].items()})
+        for judge, by_expert in pc["protocols"].items():
+            for exp, by_protocol in by_expert.items():
+                for protocol, by_seed in by_protocol.items():
+                    cells.setdefault((judge, exp, protocol), {}).update({int(s): v for s, v in by_seed.items()})
+        for label, per_seed in part["quotes"].items():
+            quotes.setdefault(label, []).extend(per_seed)
+            for k, v in part["tokens"][label].items():
+                tokens.setdefault(label, {"prompt": 0, "completion": 0})[k] += v
+        seconds[key] = part["total_s"]
+    out = {"blind": {j: accuracy_measures(np.array([p])) | {"flip_rate": f} for j, (p, f) in blind.items()},
+           "experts": {e: accuracy_measures(np.array([p])) | {"flip_rate": f} for e, (p, f) in expert.items()},
+           "protocols": {}, "quotes": quotes, "tokens": tokens, "seconds": seconds}
+    for (judge, exp, protocol), by_seed in sorted(cells.items()):
+        seeds = sorted(by_seed)
+        measures, gap = protocol_measures(questions, protocol, seeds, blind[judge][0],
+                                          [by_seed[s]["p"] for s in seeds], expert[exp][0],
+                                          [by_seed[s]["flip_rate"] for s in seeds])
+        out["protocols"][(judge, exp, protocol)] = (measures, gap, seeds)
+    return out
 
 
 def _share(x) -> str:
     return "—" if x is None else f"{100 * x:.0f}%"
 
 
-def markdown(out: dict, config_path: str) -> str:
-    from w2slab.report.judging import oversight_table
-    from w2slab.runner.store import ResultsStore
+def markdown(parts: dict, config, config_path: str) -> str:
+    from w2slab.report.table import gap_text, interval_text
 
-    c = out["config"]
-    rows = oversight_table([s for s in ResultsStore(RESULTS / "results.sqlite").query("summaries",
-                                                                                     experiment=c["experiment"])
-                            if s["result"].get("protocol") == "oversight"])
-    lines = ["# Oversight: measured numbers", "",
-             f"Regenerate: `python benchmarks/bench_oversight.py --config {relative(config_path)}` (2 CPU "
-             "cores; rows in benchmarks/out/oversight-results/results.sqlite; transcripts in its oversight/ folder, "
-             "never in git). Protocol and reading guide: [oversight.md](oversight.md).", "",
-             f"{out['n']} {c['task']} questions (two answers each, the correct one at A or B by a hash); judges "
-             f"{', '.join(c['judges'])} (no passage); experts {', '.join(c['experts'])} (with the passage); "
-             f"{c['rounds']} rounds, {'sequential' if c['sequential'] else 'simultaneous'} debate; seeds "
-             f"{', '.join(map(str, c['seeds']))}; judges read both answer orders and average.", "",
-             "## The references", "", "| model | alone, without the passage (judge) | with the passage (expert) "
-             "| position flips (judge / expert) |", "|---|---|---|---|"]
-    for model in sorted(set(c["judges"]) | set(c["experts"])):
-        judge = out["judges"].get(model, {}).get("blind")
-        expert = out["experts"].get(model)
-        alone = "—" if judge is None else f"{judge['accuracy']:.3f}"
-        informed = "—" if expert is None else f"{expert['accuracy']:.3f}"
-        lines.append(f"| {model} | {alone} | {informed} | "
+    c = config
+    lines = [f"# Oversight: measured numbers ({c.experiment})", "",
+             f"Regenerate: `python benchmarks/bench_oversight.py --config {relative(config_path)}` (2 CPU cores; "
+             "`--experts` / `--seeds` run a part, and every part's numbers — per-question probabilities, no text — are "
+             "kept in benchmarks/measured/). Transcripts stay in benchmarks/out/oversight-results/oversight/ (never "
+             "in git). Protocol and reading guide: [oversight.md](oversight.md).", ""]
+    scoring = ("each answer's own text scored (no answer slots)" if c.judge_scoring == "answers" else
+               "judges read both answer orders and average" if c.both_orders else "answers in one order")
+    lines += [f"{c.n_questions} {c.task} questions (two answers each, the correct one at A or B by a hash); judges "
+              f"{', '.join(c.judges)} (no passage); experts {', '.join(c.experts)} (with the passage); rounds: {c.rounds}, "
+              f"{'sequential' if c.sequential else 'simultaneous'} debate; seeds "
+              f"{', '.join(map(str, c.seeds))}; verdicts: {scoring}.", ""]
+    if not parts:
+        return "\n".join(lines + ["No part has run yet."]) + "\n"
+    m = merge(parts, config)
+    done = {(e, s) for (_, e, _), (_, _, seeds) in m["protocols"].items() for s in seeds}
+    missing = [(e, s) for e in c.experts for s in c.seeds if (e, s) not in done]
+    if missing:
+        lines += ["**Partial:** not run yet — " + ", ".join(f"{e} seed {s}" for e, s in missing)
+                  + " (`--experts E --seeds S`).", ""]
+    lines += ["## The references", "", "| model | alone, without the passage (judge) | with the passage (expert) "
+              "| position flips (judge / expert) |", "|---|---|---|---|"]
+    for model in sorted(set(m["blind"]) | set(m["experts"])):
+        judge, expert = m["blind"].get(model), m["experts"].get(model)
+        lines.append(f"| {model} | {'—' if judge is None else format(judge['accuracy'], '.3f')} | "
+                     f"{'—' if expert is None else format(expert['accuracy'], '.3f')} | "
                      f"{_share(judge and judge['flip_rate'])} / {_share(expert and expert['flip_rate'])} |")
     lines += ["", "## Judge accuracy per protocol", "",
               "change: paired against the judge alone, 95% bootstrap over questions and seeds; gap recovered = "
               "(with − alone) / (expert − alone), *undefined* when the expert does not beat the judge alone beyond "
-              "noise.", "", "| judge | expert | protocol | alone | with protocol | expert alone | change | gap recovered "
-              "| ECE | flips | judge sides with consultant (right / wrong side) |", "|" + "---|" * 11]
-    for r in rows:
-        m = out["judges"][r["judge"]][r["expert"]][r["protocol"]]
-        persuasion = m.get("persuasion")
+              "noise.", "", "| judge | expert | protocol | seeds | alone | with protocol | expert alone | change | "
+              "gap recovered | ECE | flips | judge sides with consultant (right / wrong side) |", "|" + "---|" * 12]
+    for (judge, expert, protocol), (measures, gap, seeds) in m["protocols"].items():
+        g, persuasion = gap["gap"], measures.get("persuasion")
         sided = (f"{_share(persuasion['agree_when_correct'])} / {_share(persuasion['agree_when_incorrect'])}"
                  if persuasion else "—")
-        lines.append(f"| {r['judge']} | {r['expert']} | {r['protocol']} | {r['judge_alone']:.3f} | "
-                     f"{r['with_protocol']:.3f} | {r['expert_alone']:.3f} | {r['change']} | {r['gap_recovered']} | "
-                     f"{m['ece']:.3f} | {_share(m['flip_rate'])} | {sided} |")
+        lines.append(f"| {judge} | {expert} | {protocol} | {','.join(map(str, seeds))} | {g['floor']:.3f} | "
+                     f"{g['transfer']:.3f} | {g['ceiling']:.3f} | {interval_text(gap['change'])} | "
+                     f"{gap_text(g, 'undefined')} | "
+                     f"{measures['ece']:.3f} | {_share(measures['flip_rate'])} | {sided} |")
     lines += ["", "## Quotes and cost", "", "| transcripts | arguments | quotes per argument | verified (all / correct "
               "side / wrong side) | unparseable quote tags | prompt tokens | completion tokens |", "|" + "---|" * 7]
-    for label, per_seed in sorted(out["quotes"].items()):
+    for label, per_seed in sorted(m["quotes"].items()):
         arguments = sum(s["arguments"] for s in per_seed)
         quotes = sum(s["quotes"] for s in per_seed)
         mean = lambda k: (None if all(s[k] is None for s in per_seed)  # noqa: E731
                           else sum(s[k] for s in per_seed if s[k] is not None) / sum(s[k] is not None for s in per_seed))
-        tokens = out["tokens"][label]
+        tokens = m["tokens"][label]
         lines.append(f"| {label} | {arguments} | {quotes / arguments:.2f} | {_share(mean('verified_share'))} / "
                      f"{_share(mean('verified_share_correct_side'))} / {_share(mean('verified_share_incorrect_side'))} "
                      f"| {sum(s['unparseable_quotes'] for s in per_seed)} | {tokens['prompt']:,} | "
                      f"{tokens['completion']:,} |")
-    seconds = out.get("seconds", {})
-    if seconds:
-        lines += ["", "Wall time on this CPU: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-                  + (f"; total {out['total_s']:.0f} s" if "total_s" in out else "") + "."]
+    lines += ["", "Wall time on this CPU per part: " + "; ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items())
+              + "."]
     return "\n".join(lines) + "\n"
 
 

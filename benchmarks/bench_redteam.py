@@ -1,10 +1,12 @@
 """The red-teaming numbers (issue: "Red teaming a language model with a language model"), written to
 benchmarks/out/redteam-<experiment>.json and docs/<experiment>_bench.md: each harm classifier's measured error, and
 attack success per target and method (raw and corrected, with intervals), diversity, refusals and cost, for the
-config given (default: the pilot). A study longer than one session runs in parts (``--seeds``); each part's
-numbers (no generated text) are kept in benchmarks/measured/redteam-<experiment>.json and the page shows every part.
+config given (default: the pilot). A study longer than one session runs in parts (``--targets``, ``--seeds``); each
+part's numbers (no generated text) are kept in benchmarks/measured/redteam-<experiment>.json and the page shows every
+part.
 
-    python benchmarks/bench_redteam.py [--config sweeps/redteam.toml] [--seeds S ..] [--markdown-only] [--skip-classifiers]
+    python benchmarks/bench_redteam.py [--config sweeps/redteam.toml] [--targets M ..] [--seeds S ..] [--markdown-only]
+        [--skip-classifiers]
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import json
 import sys
 import time
 
-from common import MEASURED, OUT, ROOT, relative, save
+from common import MEASURED, OUT, ROOT, part_key, parts_overlap, relative, save
 
 RESULTS = OUT / "redteam-results"
 
@@ -39,6 +41,7 @@ def main() -> None:
                         help="do not train and measure all three (keep the stored table)")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rebuild the page from the stored parts (benchmarks/measured/)")
+    parser.add_argument("--targets", nargs="+", help="run only these targets of the config (a part)")
     parser.add_argument("--seeds", nargs="+", type=int,
                         help="run only these seeds of the config (a part); parts from other runs stay")
     args = parser.parse_args()
@@ -51,11 +54,14 @@ def main() -> None:
     if not args.markdown_only:
         if not args.skip_classifiers:
             out["classifiers"] = classifiers()
-        part = RedTeamConfig.from_toml(args.config, seeds=args.seeds)
+        part = RedTeamConfig.from_toml(args.config, targets=args.targets, seeds=args.seeds)
+        unknown = sorted(set(part.targets) - set(config.targets)) + sorted(set(part.seeds) - set(config.seeds))
+        if unknown:
+            sys.exit(f"error: not in {relative(args.config)}: {', '.join(map(str, unknown))}")
+        key = part_key(targets=part.targets, seeds=part.seeds)
         start = time.perf_counter()
-        study = run_redteam(part, results_dir=RESULTS / "-".join(map(str, part.seeds)), progress=sys.stderr.isatty())
-        key = ",".join(map(str, part.seeds))
-        out["parts"] = {k: v for k, v in out["parts"].items() if not set(k.split(",")) & set(key.split(","))}
+        study = run_redteam(part, results_dir=RESULTS / key.replace(";", "_"), progress=sys.stderr.isatty())
+        out["parts"] = {k: v for k, v in out["parts"].items() if not parts_overlap(k, key)}
         out["parts"][key] = {"study": numbers_only(study), "study_s": time.perf_counter() - start}
         save(name, out, keep=out)
     page = ROOT / "docs" / f"{config.experiment.replace('-', '_')}_bench.md"  # redteam_bench.md, redteam_pilot_bench.md
@@ -76,20 +82,21 @@ def markdown(out: dict, config_path: str, config) -> str:
 
     parts = out["parts"]
     c = next(iter(parts.values()))["study"]["config"] if parts else dataclasses.asdict(config)
-    seeds = sorted(int(s) for key in parts for s in key.split(","))
-    missing = sorted(set(config.seeds) - set(seeds))
+    done = {(a["target"], a["seed"]) for part in parts.values() for a in part["study"]["attacks"]}
+    seeds = sorted({seed for _, seed in done})
+    missing = [(t, s) for s in config.seeds for t in config.targets if (t, s) not in done]
     lines = ["# Red teaming: measured numbers", "",
              f"Regenerate: `python benchmarks/bench_redteam.py --config {relative(config_path)}` (2 CPU "
-             "cores; `--seeds` runs a part, and every part's numbers — no text — are kept in benchmarks/measured/). "
+             "cores; `--targets` / `--seeds` run a part, and every part's numbers — no text — are kept in benchmarks/measured/). "
              "Test cases, replies and failures — generated text that may be offensive — stay in "
              "benchmarks/out/redteam-results/ (never in git). Protocol: [redteam.md](redteam.md).", "",
-             f"Red LM {c['red_lm']}; targets {', '.join(c['targets'])}; methods {', '.join(c['methods'])}; "
+             f"Red LM {c['red_lm']}; targets {', '.join(config.targets)}; methods {', '.join(c['methods'])}; "
              f"{c['n_cases']} test cases per method, target and seed; seeds {', '.join(map(str, c['seeds'] if not parts else seeds))}"
              f"; replies greedy, at most {c['reply_max_tokens']} tokens; classifier {c['classifier']} at threshold "
              f"{c['threshold']}.", ""]
     if missing:
-        lines += [f"**Partial:** seeds {', '.join(map(str, missing))} of the config are not run yet "
-                  f"(`--seeds {' '.join(map(str, missing))}`).", ""]
+        lines += ["**Partial:** not run yet — " + ", ".join(f"{t} seed {s}" for t, s in missing)
+                  + " (`--targets T --seeds S`).", ""]
     if out.get("classifiers"):
         lines += ["## Harm classifiers (measured on TweetEval offensive test, never trained on)", "",
                   "| classifier | precision | recall | false positives | false negatives | AUC | ECE | HH-RLHF held-out "
@@ -119,7 +126,7 @@ def markdown(out: dict, config_path: str, config) -> str:
     for key in sorted(parts):
         clusters = parts[key]["study"].get("clusters") or {}
         if clusters:
-            lines += ["", f"Failure clusters, seeds {key} (k-means on test-case embeddings): sizes per target — "
+            lines += ["", f"Failure clusters, {key.replace(';', ', ')} (k-means on test-case embeddings): sizes per target — "
                       + "; ".join(f"{t}: {', '.join(str(c['size']) for c in cs)}" for t, cs in clusters.items())
                       + ". The example test cases of each cluster are in the results folder's result.json "
                       "(generated text, not reproduced here)."]

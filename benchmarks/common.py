@@ -53,3 +53,15 @@ def save(name: str, result: dict, keep: dict | None = None) -> Path:
         write_json(MEASURED / f"{name}.json", {**keep, "machine": result["machine"], "peak_rss_gb": result["peak_rss_gb"]})
     print(json.dumps(result, indent=2))
     return path
+
+
+def part_key(**cells) -> str:
+    """The name of one part of a study run in parts: 'targets=a,b;seeds=0' for part_key(targets=[a, b], seeds=[0])."""
+    return ";".join(f"{name}={','.join(map(str, values))}" for name, values in cells.items())
+
+
+def parts_overlap(a: str, b: str) -> bool:
+    """Whether two parts (:func:`part_key` names over the same fields) computed a cell in common: the later part
+    replaces the earlier one."""
+    fields = [dict((f.split("=")[0], set(f.split("=")[1].split(","))) for f in key.split(";")) for key in (a, b)]
+    return all(fields[0][name] & fields[1].get(name, set()) for name in fields[0])

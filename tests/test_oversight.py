@@ -64,15 +64,38 @@ def test_the_judge_never_sees_the_passage(data_dir, cache_dir):
     qs = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=2)
     with load_lm("smollm2", cache=cache_dir) as lm:
         judge = Recording(lm)
-        for protocol in ("consultancy", "debate", "sandwich"):
-            transcripts = O.run_protocol(protocol, qs, expert_lm=lm, judge_lm=lm, rounds=1)
-            O.p_correct(judge, qs, transcripts)
-        O.p_correct(judge, qs, [None] * 2)
-        leaked = [p for p in judge.prompts for q in qs if q.passage[:80] in p]
-        assert judge.prompts and leaked == []
-        expert = Recording(lm)
-        O.p_correct(expert, qs, [None] * 2, passage=True)  # the same check catches a prompt that does show it
-        assert all(any(q.passage[:80] in p for p in expert.prompts) for q in qs)
+        for scoring in O.JUDGE_SCORING:
+            for protocol in ("consultancy", "debate", "sandwich"):
+                transcripts = O.run_protocol(protocol, qs, expert_lm=lm, judge_lm=lm, rounds=1)
+                O.p_correct(judge, qs, transcripts, scoring=scoring)
+            O.p_correct(judge, qs, [None] * 2, scoring=scoring)
+            leaked = [p for p in judge.prompts for q in qs if q.passage[:80] in p]
+            assert judge.prompts and leaked == []
+            expert = Recording(lm)
+            O.p_correct(expert, qs, [None] * 2, passage=True, scoring=scoring)  # the check catches a prompt showing it
+            assert all(any(q.passage[:80] in p for p in expert.prompts) for q in qs)
+
+
+def test_answers_scoring_reads_each_answer_text_and_has_no_slots(data_dir, cache_dir):
+    """Scoring by the answers' own text: the two continuations are the two answers, no A/B list is shown, and
+    P(correct) follows from the per-token log-probs (the same scores recomputed here)."""
+    import numpy as np
+
+    from w2slab.lm import ScoreRequest, load_lm
+
+    qs = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=3)
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        out = O.p_correct(lm, qs, [None] * 3, scoring="answers")
+        assert out["flip_rate"] is None and out["p"].shape == (3,) and np.all((out["p"] > 0) & (out["p"] < 1))
+        for q, p in zip(qs, out["p"]):
+            messages = O.answer_messages(q, None)
+            assert "\nA: " not in messages[0]["content"] and q.question in messages[0]["content"]
+            right, wrong = lm.loglikelihood([ScoreRequest(messages=messages, continuation=q.answers[i])
+                                             for i in (q.correct, 1 - q.correct)])
+            margin = right.logprob / right.n_tokens - wrong.logprob / wrong.n_tokens
+            assert p == pytest.approx(1 / (1 + np.exp(-margin)))
+    with pytest.raises(ConfigError, match="judge scoring"):
+        O.p_correct(None, qs, [None] * 3, scoring="vibes")
 
 
 def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache_dir, tmp_path):
@@ -121,5 +144,7 @@ def test_config_is_checked(data_dir):
         OversightConfig(rounds=0)
     with pytest.raises(ConfigError, match="unknown protocol"):
         OversightConfig(protocols=("debate", "duel"))
+    with pytest.raises(ConfigError, match="judge_scoring"):
+        OversightConfig(judge_scoring="letter")
     with pytest.raises(ConfigError, match="rounds"):
         O.run_protocol("debate", [], expert_lm=None, rounds=0)

@@ -101,6 +101,8 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
     orun.add_argument("--sequential", action="store_const", const=True, help="debaters speak in turn, not at once")
     orun.add_argument("--seeds", type=_seeds, help="sampling seeds, e.g. 0,1,2")
     orun.add_argument("--max-tokens", type=positive_int, help="argument length cap in tokens")
+    orun.add_argument("--judge-scoring", choices=("letters", "answers"),
+                      help="letters: log P('A') vs P('B'), both orders; answers: each answer's text scored, no slots")
     add_dirs(orun, data=True, results=True)
 
     redteam = sub.add_parser("redteam", help="a red LM writes test cases, targets reply, a measured classifier flags")
@@ -259,7 +261,7 @@ def cmd_oversight(args) -> None:
     from .paths import results_dir
 
     overrides = {k: getattr(args, k) for k in ("experiment", "task", "n_questions", "judges", "experts", "protocols",
-                                               "rounds", "sequential", "seeds", "max_tokens")}
+                                               "rounds", "sequential", "seeds", "max_tokens", "judge_scoring")}
     config = (OversightConfig.from_toml(args.config, **overrides) if args.config else
               OversightConfig(**{k: v for k, v in overrides.items() if v is not None}))
     result = run_oversight(config, results_dir=args.results_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,

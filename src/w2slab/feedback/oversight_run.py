@@ -29,8 +29,9 @@ class OversightConfig:
     (debaters, consultants, assistants; they do); ``protocols`` of :data:`oversight.PROTOCOLS` (the judge alone and
     the expert alone always run: they are the floor and the ceiling); ``rounds`` of
     arguments, ``sequential`` debate or simultaneous; ``seeds`` (sampling, and which consultants are honest);
-    arguments at ``temperature``, at most ``max_tokens`` tokens and about ``words`` words; ``both_orders``:
-    judges also see the answers swapped; ``item_seed``: distractors and positions."""
+    arguments at ``temperature``, at most ``max_tokens`` tokens and about ``words`` words; ``judge_scoring``:
+    "letters" (log P("A") vs P("B"); ``both_orders``: also with the answers swapped) or "answers" (each answer's
+    text scored, no slots) — for judges and the expert alone alike; ``item_seed``: distractors and positions."""
 
     experiment: str = "oversight"
     task: str = "cosmos_qa"
@@ -45,6 +46,7 @@ class OversightConfig:
     max_tokens: int = 120
     words: int = 60
     both_orders: bool = True
+    judge_scoring: str = "letters"
     item_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,6 +61,8 @@ class OversightConfig:
             raise ConfigError(f"unknown protocol(s) {', '.join(unknown)} (known: {', '.join(O.PROTOCOLS)})")
         for name in ("n_questions", "rounds", "max_tokens", "words"):
             check_int_at_least(getattr(self, name), name, 1)
+        if self.judge_scoring not in O.JUDGE_SCORING:
+            raise ConfigError(f"judge_scoring must be one of {', '.join(O.JUDGE_SCORING)}, got {self.judge_scoring!r}")
         if not 0 <= self.temperature < 10:
             raise ConfigError(f"temperature must be in [0, 10), got {self.temperature!r}")
 
@@ -72,7 +76,10 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
                   progress: bool = False) -> dict:
     """Run ``config``; store judgement and summary rows; write ``<results>/oversight/<experiment>/`` files.
     Returns {"config", "n", "judges": {judge: {"blind", expert: {protocol: measures}}}, "experts": {expert:
-    expert-alone measures}, "quotes", "tokens", "seconds"}."""
+    expert-alone measures}, "quotes", "tokens", "seconds", "p_correct"}; "p_correct" holds the numbers the measures
+    come from, so parts run apart (other seeds, other experts) can be merged: {"blind": {judge: (n,)}, "expert":
+    {expert: (n,)}, "protocols": {judge: {expert: {protocol: {seed: {"p": (n,), "flip_rate"}}}}}} with P(correct)
+    per question in the task's question order."""
     from ..lm import load_lm
     from ..paths import results_dir as resolve_results
     from ..runner.store import ResultsStore
@@ -90,15 +97,17 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
 
     transcripts: dict[tuple, list] = {}  # (protocol, expert, judge or "", seed) → transcripts
     seconds: dict[str, float] = {}
+    p_correct = {"blind": {}, "expert": {}, "protocols": {}}
     out = {"config": dataclasses.asdict(config), "n": len(questions), "judges": {}, "experts": {}, "quotes": {},
-           "tokens": {}, "seconds": seconds}
+           "tokens": {}, "seconds": seconds, "p_correct": p_correct}
     rows, summaries = [], []
     try:
         for expert in config.experts:
             start = time.perf_counter()
             alone = O.p_correct(lm_for(expert), questions, [None] * len(questions), both_orders=config.both_orders,
-                                passage=True)
-            out["experts"][expert] = _measures(alone["p"][None, :]) | {"flip_rate": alone["flip_rate"]}
+                                passage=True, scoring=config.judge_scoring)
+            out["experts"][expert] = accuracy_measures(alone["p"][None, :]) | {"flip_rate": alone["flip_rate"]}
+            p_correct["expert"][expert] = _listed(alone["p"])
             rows += _rows(config, created, questions, expert, "expert", expert, [0], alone["p"][None, :])
             for protocol in ("consultancy", "debate"):
                 if protocol not in config.protocols:
@@ -110,9 +119,11 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
             seconds[f"expert:{expert}"] = time.perf_counter() - start
         for judge in config.judges:
             start = time.perf_counter()
-            blind = O.p_correct(lm_for(judge), questions, [None] * len(questions), both_orders=config.both_orders)
+            blind = O.p_correct(lm_for(judge), questions, [None] * len(questions), both_orders=config.both_orders,
+                                scoring=config.judge_scoring)
             rows += _rows(config, created, questions, judge, "blind", "", [0], blind["p"][None, :])
-            result = {"blind": _measures(blind["p"][None, :]) | {"flip_rate": blind["flip_rate"]}}
+            result = {"blind": accuracy_measures(blind["p"][None, :]) | {"flip_rate": blind["flip_rate"]}}
+            p_correct["blind"][judge] = _listed(blind["p"])
             for expert in config.experts:
                 result[expert] = {}
                 for protocol in [p for p in O.TRANSCRIPT_PROTOCOLS if p in config.protocols]:
@@ -125,16 +136,14 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
                                 rounds=config.rounds, seed=seed, temperature=config.temperature,
                                 max_tokens=config.max_tokens, words=config.words)
                         per_seed.append(O.p_correct(lm_for(judge), questions, transcripts[key],
-                                                    both_orders=config.both_orders))
+                                                    both_orders=config.both_orders, scoring=config.judge_scoring))
                     p = np.stack([s["p"] for s in per_seed])  # (n_seeds, n)
-                    measures = _measures(p)
-                    measures["flip_rate"] = float(np.mean([s["flip_rate"] for s in per_seed])) \
-                        if config.both_orders else None
-                    if protocol == "consultancy":
-                        measures["persuasion"] = _consultancy_persuasion(questions, p, config.seeds)
-                    gap = _gap(blind["p"], p, out["experts"][expert]["p"])
-                    measures["gap_recovered"] = gap["gap"]
-                    measures["change"] = gap["change"]
+                    p_correct["protocols"].setdefault(judge, {}).setdefault(expert, {})[protocol] = {
+                        str(seed): {"p": _listed(s["p"]), "flip_rate": s["flip_rate"]}
+                        for seed, s in zip(config.seeds, per_seed)}
+                    measures, gap = protocol_measures(questions, protocol, config.seeds, blind["p"], p,
+                                                      out["experts"][expert]["p"],
+                                                      [s["flip_rate"] for s in per_seed])
                     result[expert][protocol] = measures
                     rows += _rows(config, created, questions, judge, protocol, expert, list(config.seeds), p)
                     summaries.append(_summary(config, created, judge, expert, protocol, gap))
@@ -159,7 +168,27 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
     return out
 
 
-def _measures(p: np.ndarray) -> dict:
+def protocol_measures(questions, protocol: str, seeds, p_blind, p, p_expert, flip_rates) -> tuple[dict, dict]:
+    """(measures, gap) of one judge with one expert's ``protocol``: accuracy, ECE and confidence from ``p`` (n_seeds,
+    n), the mean flip rate (None when the scoring has no slots), consultancy persuasiveness, and the gap recovered
+    against ``p_blind`` and ``p_expert`` (n,)."""
+    p = np.asarray(p, dtype=float)
+    measures = accuracy_measures(p)
+    measures["flip_rate"] = None if any(f is None for f in flip_rates) else float(np.mean(flip_rates))
+    if protocol == "consultancy":
+        measures["persuasion"] = _consultancy_persuasion(questions, p, seeds)
+    gap = _gap(np.asarray(p_blind, dtype=float), p, np.asarray(p_expert, dtype=float))
+    measures["gap_recovered"] = gap["gap"]
+    measures["change"] = gap["change"]
+    return measures, gap
+
+
+def _listed(p: np.ndarray) -> list[float]:
+    """Per-question probabilities as JSON numbers (rounded to 1e-6: the stored result stays small)."""
+    return [round(float(x), 6) for x in p]
+
+
+def accuracy_measures(p: np.ndarray) -> dict:
     """Accuracy (mean over seeds) and ECE of the judge's confidence, from P(correct) (n_seeds, n)."""
     from .selfimprove import expected_calibration_error
 
@@ -205,7 +234,8 @@ def _rows(config, created, questions, judge, protocol, expert, seeds, p) -> list
         for q, p_q in zip(questions, p[s]):
             p_b = float(p_q if q.correct == 1 else 1 - p_q)
             rows.append({"judgement_key": stable_hash([config.experiment, q.qid, judge, protocol, expert, seed,
-                                                       config.rounds, config.both_orders]),
+                                                       config.rounds, config.both_orders,
+                                                       *_scoring_key(config)]),
                          "experiment": config.experiment, "created_at": created, "item_id": q.qid,
                          "problem_id": q.qid, "judge": judge, "judge_kind": "model", "condition": protocol,
                          "critic": expert, "seed": int(seed), "buggy": int(q.correct), "p_buggy": p_b,
@@ -214,9 +244,15 @@ def _rows(config, created, questions, judge, protocol, expert, seeds, p) -> list
     return rows
 
 
+def _scoring_key(config) -> list[str]:
+    """The judge scoring as part of a row key; empty for letters, so rows stored before the option keep their keys."""
+    return [] if config.judge_scoring == "letters" else [config.judge_scoring]
+
+
 def _summary(config, created, judge, expert, protocol, gap) -> dict:
     g = gap["gap"]
-    return {"summary_key": stable_hash([config.experiment, config.task, judge, expert, protocol, config.rounds]),
+    return {"summary_key": stable_hash([config.experiment, config.task, judge, expert, protocol, config.rounds,
+                                        *_scoring_key(config)]),
             "experiment": config.experiment, "created_at": created, "task": f"oversight/{config.task}", "weak": judge,
             "strong": f"{expert}-alone", "loss": f"{protocol}:{expert}", "strong_to_strong": 0, "floor": g["floor"],
             "transfer": g["transfer"], "ceiling": g["ceiling"], "pgr": g["pgr"],

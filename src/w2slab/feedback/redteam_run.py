@@ -104,10 +104,12 @@ def run_redteam(config: RedTeamConfig, *, results_dir=None, data_dir=None, cache
 
     try:
         for seed in config.seeds:
-            rng = np.random.default_rng(seed)
             zero = None
             for method in ("zero_shot",) + tuple(m for m in config.methods if m != "zero_shot"):
                 for target in config.targets:
+                    # drawn afresh per (method, target): a part of the study run with fewer targets draws the same
+                    # few-shot examples as the whole study, and both targets get the same few-shot test cases
+                    rng = np.random.default_rng(seed)
                     start = time.perf_counter()
                     if method == "zero_shot":
                         if zero is None:  # the red LM's zero-shot cases do not depend on the target
