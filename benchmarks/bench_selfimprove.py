@@ -18,7 +18,7 @@ import json
 import sys
 import time
 
-from common import MEASURED, OUT, ROOT, relative, save
+from common import MEASURED, OUT, ROOT, machine, relative, save
 
 RESULTS = OUT / "selfimprove-results"
 BASE_MODELS = ("smollm2", "qwen-coder-0.5b")
@@ -75,7 +75,8 @@ def main() -> None:
         cells = run_selfimprove_study(part, results_dir=RESULTS, progress=sys.stderr.isatty())
         _copy_cells(RESULTS / "selfimprove", MEASURED / "selfimprove", study.experiment, overwrite=True)
         out["runs"] = out.get("runs", []) + [{"model": c["config"]["model"], "task": c["config"]["task"],
-                                              "seeds": list(part.seeds), "seconds": c["seconds"]} for c in cells]
+                                              "seeds": list(part.seeds), "seconds": c["seconds"],
+                                              "cpu": machine()["cpu_model"]} for c in cells]
         save(name, out, keep=out)
     page = ROOT / "docs" / f"{study.experiment.replace('-', '_')}_study.md"  # selfimprove_study.md
     page.write_text(markdown(out, study, args.config), encoding="utf-8")
@@ -103,6 +104,23 @@ def _stored_cells(experiment: str) -> list[dict]:
         cells.append(json.loads((local if local.is_file() else MEASURED / "selfimprove" / experiment / name)
                                 .read_text(encoding="utf-8")))
     return cells
+
+
+def _base_differences(cells: list[dict]) -> list[str]:
+    """A note per cell whose seeds saw different base greedy accuracies: greedy decoding of one model on the same
+    questions, decoded afresh, differed (each seed's gap is measured from its own base)."""
+    lines = []
+    for cell in cells:
+        accuracy = {seed: base["greedy_acc"] for seed, base in sorted(cell["base"].items())}
+        if len(set(accuracy.values())) > 1:
+            lines.append(f"- {cell['config']['model']} × {cell['config']['task']}: the base model's greedy accuracy "
+                         "differs between seeds (" + ", ".join(f"seed {s}: {a:.3f}" for s, a in accuracy.items())
+                         + "). Greedy decoding samples nothing, but llama.cpp with several slots (the study runs 4) "
+                         "does not give bit-identical logits when the batch around a request changes, so a base "
+                         "decoded afresh (another session, an empty cache) can differ on a few questions; seeds "
+                         "run in one session share the cached base. Each seed's change is measured from its own "
+                         "base, and the base column is their mean (docs/lm.md, determinism).")
+    return ["", "**The base differs between seeds:**", ""] + lines if lines else []
 
 
 def _share(x) -> str:
@@ -147,6 +165,7 @@ def markdown(out: dict, study, config_path: str) -> str:
     lines += [f"| {g['task']} | {g['model']} | {g['filter']} | {g['round']} | {g['base_acc']:.3f} | "
               f"{g['trained_acc']:.3f} | {g['reference']} | {g['reference_acc']:.3f} | {g['change']} | "
               f"{g['gap_recovered']} |" for g in gaps]
+    lines += _base_differences(cells)
     lines += ["", "## Rounds (means over seeds; counts summed over seeds)", "",
               "| task | model | filter | round | seeds | greedy acc | maj@k acc | unextractable (greedy / samples) "
               "| mean vote share | most common answer (constant-answer acc) | ECE | kept | kept majorities wrong "
@@ -163,9 +182,9 @@ def markdown(out: dict, study, config_path: str) -> str:
     if out.get("runs"):
         lines += ["", "## Cost on this CPU", "", "Each run of the study on part of it (a cell, some seeds), as measured; "
                   "a run that found earlier generations or adapters in the cache reads faster.", "",
-                  "| model | task | seeds | seconds (all filters and rounds) |", "|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['task']} | {', '.join(map(str, r['seeds']))} | {r['seconds']:.0f} |"
-                  for r in out["runs"]]
+                  "| model | task | seeds | seconds (all filters and rounds) | CPU |", "|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['task']} | {', '.join(map(str, r['seeds']))} | {r['seconds']:.0f} | "
+                  f"{r.get('cpu') or 'not recorded'} |" for r in out["runs"]]
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,16 @@ def machine() -> dict:
     import torch
 
     return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine()}
+            "processor": platform.processor() or platform.machine(), "cpu_model": _cpu_model()}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; "" elsewhere): greedy decoding can differ between CPUs."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 def relative(path: str | Path) -> str:

@@ -199,3 +199,20 @@ def test_a_study_run_one_seed_at_a_time_adds_up_to_the_study_run_at_once():
     assert numbers(_cell_result((2,)))[0][-1] == 1  # what the gap rows held before: the last run's seed only
     other = merge_earlier_seeds(_cell_result((1,), n_test=6), _cell_result((0,)))  # other settings: not merged
     assert [c["seed"] for c in other["chains"]] == [1, 1, 1]
+
+
+def test_the_floor_is_each_seeds_own_base_when_machines_disagree():
+    """Seeds of a cell run on different machines may greedy-decode the base model differently: the floor and
+    the change pair each seed with its own round 0 instead of taking the first seed's for all."""
+    from w2slab.feedback.selfimprove_run import gap_summaries
+
+    result = _cell_result((0, 1))
+    for chain in result["chains"]:
+        if chain["seed"] == 1:  # this seed's machine got every base answer right
+            chain["rounds"][0]["test"]["greedy_correct"] = [1] * 8
+    base = [c["rounds"][0]["test"]["greedy_correct"] for c in result["chains"] if c["filter"] == "majority"]
+    for row in gap_summaries(result, "now"):
+        assert row["floor"] == pytest.approx(np.mean(base))
+        transfer = np.mean([c["rounds"][1]["test"]["greedy_correct"] for c in result["chains"]
+                            if c["filter"] == row["result"]["filter"]])
+        assert row["result"]["change"]["mean"] == pytest.approx(transfer - np.mean(base))

@@ -161,8 +161,8 @@ def _cell_identity(config: dict) -> str:
 
 
 def gap_summaries(result: dict, created: str) -> list[dict]:
-    """``summaries`` rows (W2S schema) per (label-free filter, round ≥ 1): floor = base greedy accuracy,
-    transfer = the filter's, ceiling = gold SFT (where run) else the oracle filter at the same round; pgr = the
+    """``summaries`` rows (W2S schema) per (label-free filter, round ≥ 1): floor = base greedy accuracy
+    (each seed's round 0, paired with that seed's later rounds), transfer = the filter's, ceiling = gold SFT (where run) else the oracle filter at the same round; pgr = the
     self-improvement gap recovered, with the paired bootstrap over questions and seeds. The accuracy change
     (transfer − floor) and its interval go in ``result``."""
     from ..evaluation.pgr import pgr_with_ci
@@ -170,7 +170,9 @@ def gap_summaries(result: dict, created: str) -> list[dict]:
     config = result["config"]
     chains = {(c["filter"], c["seed"]): c for c in result["chains"]}
     seeds = sorted({c["seed"] for c in result["chains"]})
-    base = np.array([chains[next(iter(chains))]["rounds"][0]["test"]["greedy_correct"]], dtype=float)  # (1, n)
+    # each seed's own round 0: greedy decoding of the base model can differ between machines (floating point),
+    # and seeds of one cell may have run on different machines
+    base = _correct(chains, next(iter(chains))[0], seeds, 0)  # (n_seeds, n)
     ones = np.ones(base.shape[1], dtype=int)
     rows = []
     for filter_name in ("majority", "none"):
@@ -180,8 +182,8 @@ def gap_summaries(result: dict, created: str) -> list[dict]:
             ceiling = _correct(chains, reference, seeds, 1 if reference == "gold" else r)
             if transfer is None or ceiling is None:
                 continue  # a chain stopped before round r (its reason is in the rounds rows)
-            gap = pgr_with_ci(ones, base[0], transfer, ceiling, seed=0)
-            change = pgr_with_ci(ones, base[0], base[0], transfer, seed=0)  # gap_ci of (transfer − floor)
+            gap = pgr_with_ci(ones, base, transfer, ceiling, seed=0)
+            change = pgr_with_ci(ones, base, base, transfer, seed=0)  # gap_ci of (transfer − floor)
             rows.append({
                 "summary_key": stable_hash([config["experiment"], config["task"], config["model"], filter_name, r,
                                             _cell_identity(config)]),
