@@ -74,9 +74,10 @@ def main() -> None:
         _copy_cells(MEASURED / "selfimprove", RESULTS / "selfimprove", study.experiment, overwrite=False)
         cells = run_selfimprove_study(part, results_dir=RESULTS, progress=sys.stderr.isatty())
         _copy_cells(RESULTS / "selfimprove", MEASURED / "selfimprove", study.experiment, overwrite=True)
+        cpu = machine()["cpu_model"]
         out["runs"] = out.get("runs", []) + [{"model": c["config"]["model"], "task": c["config"]["task"],
-                                              "seeds": list(part.seeds), "seconds": c["seconds"],
-                                              "cpu": machine()["cpu_model"]} for c in cells]
+                                              "seeds": list(part.seeds), "seconds": c["seconds"], "cpu": cpu}
+                                             for c in cells]
         save(name, out, keep=out)
     page = ROOT / "docs" / f"{study.experiment.replace('-', '_')}_study.md"  # selfimprove_study.md
     page.write_text(markdown(out, study, args.config), encoding="utf-8")

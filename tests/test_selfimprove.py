@@ -202,13 +202,13 @@ def test_a_study_run_one_seed_at_a_time_adds_up_to_the_study_run_at_once():
 
 
 def test_the_floor_is_each_seeds_own_base_when_machines_disagree():
-    """Seeds of a cell run on different machines may greedy-decode the base model differently: the floor and
+    """Seeds of a cell run in different sessions may greedy-decode the base model differently: the floor and
     the change pair each seed with its own round 0 instead of taking the first seed's for all."""
     from w2slab.feedback.selfimprove_run import gap_summaries
 
     result = _cell_result((0, 1))
     for chain in result["chains"]:
-        if chain["seed"] == 1:  # this seed's machine got every base answer right
+        if chain["seed"] == 1:  # this seed's session got every base answer right
             chain["rounds"][0]["test"]["greedy_correct"] = [1] * 8
     base = [c["rounds"][0]["test"]["greedy_correct"] for c in result["chains"] if c["filter"] == "majority"]
     for row in gap_summaries(result, "now"):

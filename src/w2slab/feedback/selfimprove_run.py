@@ -161,17 +161,17 @@ def _cell_identity(config: dict) -> str:
 
 
 def gap_summaries(result: dict, created: str) -> list[dict]:
-    """``summaries`` rows (W2S schema) per (label-free filter, round ≥ 1): floor = base greedy accuracy
-    (each seed's round 0, paired with that seed's later rounds), transfer = the filter's, ceiling = gold SFT (where run) else the oracle filter at the same round; pgr = the
-    self-improvement gap recovered, with the paired bootstrap over questions and seeds. The accuracy change
-    (transfer − floor) and its interval go in ``result``."""
+    """``summaries`` rows (W2S schema) per (label-free filter, round ≥ 1): floor = base greedy accuracy (each
+    seed's round 0, paired with that seed's later rounds), transfer = the filter's, ceiling = gold SFT (where run)
+    else the oracle filter at the same round; pgr = the self-improvement gap recovered, with the paired bootstrap
+    over questions and seeds. The accuracy change (transfer − floor) and its interval go in ``result``."""
     from ..evaluation.pgr import pgr_with_ci
 
     config = result["config"]
     chains = {(c["filter"], c["seed"]): c for c in result["chains"]}
     seeds = sorted({c["seed"] for c in result["chains"]})
-    # each seed's own round 0: greedy decoding of the base model can differ between machines (floating point),
-    # and seeds of one cell may have run on different machines
+    # each seed's own round 0: seeds run in different sessions decode the base afresh, and llama.cpp with several
+    # slots is not batch-invariant, so their greedy answers can differ (docs/lm.md)
     base = _correct(chains, next(iter(chains))[0], seeds, 0)  # (n_seeds, n)
     ones = np.ones(base.shape[1], dtype=int)
     rows = []
