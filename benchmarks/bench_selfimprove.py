@@ -148,7 +148,7 @@ def markdown(out: dict, study, config_path: str) -> str:
              f"{study.n_test} test questions; k = {study.k} samples at temperature {study.temperature} (at most "
              f"{study.max_tokens} tokens); keep a question when its majority holds ≥ {study.tau} of the votes; "
              f"{study.rounds} rounds; filters {', '.join(study.filters)}; seeds {', '.join(map(str, study.seeds))} "
-             "(sampling and LoRA training); intervals are 95% bootstraps over questions and seeds drawn jointly.", "",
+             f"(sampling and LoRA training); {study.parallel} llama.cpp slots; intervals are 95% bootstraps over questions and seeds drawn jointly.", "",
              "**Stored so far:** " + ("; ".join(f"{m} × {t}: seeds {', '.join(map(str, seeds))}"
                                                 for (m, t), seeds in sorted(done.items())) or "nothing")
              + (f". **Not run yet:** {', '.join(missing)} (`--models`, `--tasks`, `--seeds` run a part)." if missing else "."), ""]

@@ -166,6 +166,11 @@ def test_config_is_checked():
         sample_requests("gsm8k", [], k=0, temperature=0.7, max_tokens=8, seed=0)
     with pytest.raises(ConfigError, match="tau"):
         SelfImproveConfig(tau=0)
+    with pytest.raises(ConfigError, match="parallel"):
+        SelfImproveConfig(parallel=0)
+    from w2slab.feedback.selfimprove_run import SelfImproveStudy
+
+    assert {cell.parallel for cell in SelfImproveStudy(parallel=1).cells()} == {1}
 
 
 def _cell_result(seeds, rng_seed=0, n_test=8):
@@ -199,6 +204,9 @@ def test_a_study_run_one_seed_at_a_time_adds_up_to_the_study_run_at_once():
     assert numbers(_cell_result((2,)))[0][-1] == 1  # what the gap rows held before: the last run's seed only
     other = merge_earlier_seeds(_cell_result((1,), n_test=6), _cell_result((0,)))  # other settings: not merged
     assert [c["seed"] for c in other["chains"]] == [1, 1, 1]
+    one_slot = _cell_result((1,))
+    one_slot["config"]["parallel"] = 1  # stored cells predate the field; the slot count is not a setting of the cell
+    assert [c["seed"] for c in merge_earlier_seeds(one_slot, _cell_result((0,)))["chains"]] == [0, 0, 0, 1, 1, 1]
 
 
 def test_the_floor_is_each_seeds_own_base_when_machines_disagree():

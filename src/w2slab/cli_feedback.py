@@ -84,6 +84,8 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
     srun.add_argument("--n-train", type=positive_int, help="training questions (the first N of the train split)")
     srun.add_argument("--n-test", type=positive_int, help="test questions (the first N of the test split)")
     srun.add_argument("--max-tokens", type=positive_int, help="answer length cap in tokens")
+    srun.add_argument("--parallel", type=positive_int,
+                      help="llama.cpp slots (default 4); 1 makes greedy decoding bit-identical between fresh runs")
     add_dirs(srun, data=True, results=True)
 
     oversight = sub.add_parser("oversight", help="consultancy, debate and sandwiching for a judge without the passage")
@@ -238,7 +240,7 @@ def cmd_selfimprove(args) -> None:
     from .report.table import format_rows
 
     overrides = {k: getattr(args, k) for k in ("experiment", "models", "tasks", "filters", "seeds", "rounds", "k",
-                                               "tau", "n_train", "n_test", "max_tokens")}
+                                               "tau", "n_train", "n_test", "max_tokens", "parallel")}
     study = (SelfImproveStudy.from_toml(args.config, **overrides) if args.config else
              SelfImproveStudy(**{k: v for k, v in overrides.items() if v is not None}))
     cells = run_selfimprove_study(study, results_dir=args.results_dir, data_dir=args.data_dir,

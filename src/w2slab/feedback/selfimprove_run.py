@@ -53,6 +53,7 @@ class SelfImproveStudy:
     train_epochs: float = 1.0
     lr: float = 2e-4
     high_agreement: float = 0.6
+    parallel: int = 4
 
     def __post_init__(self) -> None:
         check_safe_name(self.experiment, "experiment")
@@ -156,8 +157,9 @@ def round_rows(result: dict, created: str) -> list[dict]:
 
 def _cell_identity(config: dict) -> str:
     """Fields that change a cell's numbers: rows of two differently sized runs never replace each other, while
-    more rounds, filters or seeds leave the earlier rows' keys as they were."""
-    return stable_hash({k: v for k, v in config.items() if k not in ("experiment", "filters", "seeds", "rounds")}, length=12)
+    more rounds, filters or seeds, or another number of llama.cpp slots, leave the earlier rows' keys as they were."""
+    ignored = ("experiment", "filters", "seeds", "rounds", "parallel")
+    return stable_hash({k: v for k, v in config.items() if k not in ignored}, length=12)
 
 
 def gap_summaries(result: dict, created: str) -> list[dict]:
