@@ -9,11 +9,12 @@ benchmarks/out/selfimprove.json and docs/selfimprove_study.md (docs/<experiment>
    study longer than one machine's session lands part by part (``--models/--tasks/--seeds``) and the page is
    rebuilt from every part.
 
-    python benchmarks/bench_selfimprove.py [--skip-base] [--markdown-only] [--models M ..] [--tasks T ..] [--seeds S ..]
+    python benchmarks/bench_selfimprove.py [--skip-base | --base-only] [--markdown-only] [--models M ..] [--tasks T ..] [--seeds S ..]
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 import time
@@ -26,8 +27,9 @@ BASE_TASKS = ("gsm8k", "strategyqa", "openbookqa", "sciq", "piqa")
 
 
 def base_accuracy(n: int = 32) -> list[dict]:
-    """Greedy accuracy and unextractable answers per (model, task) on the first ``n`` test questions; GSM8K
-    answers get 256 tokens, the others 96 (as in the study)."""
+    """Greedy accuracy, unextractable answers and collapse (the share of the most common extracted answer, beside
+    the best constant answer's accuracy) per (model, task) on the first ``n`` test questions; GSM8K answers get
+    256 tokens, the others 96 (as in the study). ``seconds`` is 0 where the generations were cached."""
     from w2slab.feedback.selfimprove import generate_in_chunks, sample_requests
     from w2slab.lm import load_lm
     from w2slab.tasks.reasoning import extract_answer, load_reasoning
@@ -41,9 +43,12 @@ def base_accuracy(n: int = 32) -> list[dict]:
                 texts = generate_in_chunks(lm, sample_requests(task, questions, k=1, temperature=0.0,
                                                                max_tokens=256 if task == "gsm8k" else 96, seed=0))
                 answers = [extract_answer(task, t[0]) for t in texts]
+                extracted = collections.Counter(a for a in answers if a is not None)
                 rows.append({"model": model, "task": task, "n": n,
                              "correct": sum(a == q.answer for a, q in zip(answers, questions)),
                              "unextractable": sum(a is None for a in answers),
+                             "top_answer_share": max(extracted.values(), default=0) / n,
+                             "constant_baseline": max(collections.Counter(q.answer for q in questions).values()) / n,
                              "seconds": round(time.perf_counter() - start, 1)})
     return rows
 
@@ -52,6 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "sweeps/selfimprove.toml"), help="a SelfImproveStudy TOML")
     parser.add_argument("--skip-base", action="store_true", help="skip the base-accuracy table (keep the stored one)")
+    parser.add_argument("--base-only", action="store_true",
+                        help="measure the base-accuracy table only (seconds where the generations are cached)")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rebuild docs/<experiment>_study.md from the stored cells (benchmarks/measured/)")
     parser.add_argument("--models", nargs="+", help="only these models of the study (default: all)")
@@ -69,15 +76,16 @@ def main() -> None:
 
         if not args.skip_base:
             out["base"] = base_accuracy()
-        part = SelfImproveStudy.from_toml(args.config, models=args.models, tasks=args.tasks,
-                                          seeds=args.seeds)
-        _copy_cells(MEASURED / "selfimprove", RESULTS / "selfimprove", study.experiment, overwrite=False)
-        cells = run_selfimprove_study(part, results_dir=RESULTS, progress=sys.stderr.isatty())
-        _copy_cells(RESULTS / "selfimprove", MEASURED / "selfimprove", study.experiment, overwrite=True)
-        cpu = machine()["cpu_model"]
-        out["runs"] = out.get("runs", []) + [{"model": c["config"]["model"], "task": c["config"]["task"],
-                                              "seeds": list(part.seeds), "seconds": c["seconds"], "cpu": cpu}
-                                             for c in cells]
+        if not args.base_only:
+            part = SelfImproveStudy.from_toml(args.config, models=args.models, tasks=args.tasks,
+                                              seeds=args.seeds)
+            _copy_cells(MEASURED / "selfimprove", RESULTS / "selfimprove", study.experiment, overwrite=False)
+            cells = run_selfimprove_study(part, results_dir=RESULTS, progress=sys.stderr.isatty())
+            _copy_cells(RESULTS / "selfimprove", MEASURED / "selfimprove", study.experiment, overwrite=True)
+            cpu = machine()["cpu_model"]
+            out["runs"] = out.get("runs", []) + [{"model": c["config"]["model"], "task": c["config"]["task"],
+                                                  "seeds": list(part.seeds), "seconds": c["seconds"], "cpu": cpu}
+                                                 for c in cells]
         save(name, out, keep=out)
     page = ROOT / "docs" / f"{study.experiment.replace('-', '_')}_study.md"  # selfimprove_study.md
     page.write_text(markdown(out, study, args.config), encoding="utf-8")
@@ -154,8 +162,13 @@ def markdown(out: dict, study, config_path: str) -> str:
              + (f". **Not run yet:** {', '.join(missing)} (`--models`, `--tasks`, `--seeds` run a part)." if missing else "."), ""]
     if out.get("base"):
         lines += ["## Base accuracy (greedy, first test questions)", "",
-                  "| model | task | correct | unextractable | seconds |", "|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['task']} | {r['correct']}/{r['n']} | {r['unextractable']} | {r['seconds']} |"
+                  "Which (model, task) pairs are neither at floor nor at ceiling. A model that gives one answer to "
+                  "almost every question sits at the constant-answer baseline whatever its accuracy reads. Seconds "
+                  "are 0 where the generations came from the cache.", "",
+                  "| model | task | correct | unextractable | most common answer (constant-answer acc) | seconds |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['task']} | {r['correct']}/{r['n']} | {r['unextractable']} | "
+                  f"{_share(r.get('top_answer_share'))} ({_share(r.get('constant_baseline'))}) | {r['seconds']} |"
                   for r in out["base"]]
         lines.append("")
     lines += ["## Gap recovered", "",
