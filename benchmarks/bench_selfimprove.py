@@ -164,7 +164,7 @@ def markdown(out: dict, study, config_path: str) -> str:
         lines += ["## Base accuracy (greedy, first test questions)", "",
                   "Which (model, task) pairs are neither at floor nor at ceiling. A model that gives one answer to "
                   "almost every question sits at the constant-answer baseline whatever its accuracy reads. Seconds "
-                  "are 0 where the generations came from the cache.", "",
+                  "are near 0 where the generations came from the cache.", "",
                   "| model | task | correct | unextractable | most common answer (constant-answer acc) | seconds |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['task']} | {r['correct']}/{r['n']} | {r['unextractable']} | "
