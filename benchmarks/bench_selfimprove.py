@@ -173,12 +173,14 @@ def markdown(out: dict, study, config_path: str) -> str:
         lines.append("")
     lines += ["## Gap recovered", "",
               "base → after r rounds of the label-free filter, against the reference that reads gold (gold-rationale "
-              "SFT where the task has rationales, else the oracle filter at the same round).", "",
+              "SFT where the task has rationales, else the oracle filter at the same round). One answer: the share of "
+              "test questions the trained model / the reference give their most common answer; where both have "
+              "collapsed, the gap compares two constant answers and says nothing about what was learned.", "",
               "| task | model | filter | round | base | trained | reference | reference acc | change [95% CI] "
-              "| gap recovered [95% CI] |", "|" + "---|" * 10]
+              "| gap recovered [95% CI] | one answer (trained / reference) |", "|" + "---|" * 11]
     lines += [f"| {g['task']} | {g['model']} | {g['filter']} | {g['round']} | {g['base_acc']:.3f} | "
               f"{g['trained_acc']:.3f} | {g['reference']} | {g['reference_acc']:.3f} | {g['change']} | "
-              f"{g['gap_recovered']} |" for g in gaps]
+              f"{g['gap_recovered']} | {g['one_answer']} |" for g in gaps]
     lines += _base_differences(cells)
     lines += ["", "## Rounds (means over seeds; counts summed over seeds)", "",
               "| task | model | filter | round | seeds | greedy acc | maj@k acc | unextractable (greedy / samples) "

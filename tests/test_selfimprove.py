@@ -224,3 +224,20 @@ def test_the_floor_is_each_seeds_own_base_when_machines_disagree():
         transfer = np.mean([c["rounds"][1]["test"]["greedy_correct"] for c in result["chains"]
                             if c["filter"] == row["result"]["filter"]])
         assert row["result"]["change"]["mean"] == pytest.approx(transfer - np.mean(base))
+
+
+def test_a_gap_between_two_collapsed_models_is_flagged():
+    """Qwen-Coder-0.5B on PIQA: the majority-trained model and the oracle reference both answered 'B' to every
+    test question, and the gap recovered read 1.00 [1.00, 1.00]. The table says both collapsed; one that has not
+    is not flagged, and cells stored before the measure show a dash."""
+    from w2slab.feedback.selfimprove_run import gap_summaries
+    from w2slab.report.selfimprove import selfimprove_gap_table
+
+    assert {r["one_answer"] for r in selfimprove_gap_table(gap_summaries(_cell_result((0,)), "now"))} == {"—"}
+    result = _cell_result((0, 1))
+    shares = {"majority": 1.0, "oracle": 0.98, "none": 0.5}
+    for chain in result["chains"]:
+        chain["rounds"][1]["test"]["top_answer_share"] = shares[chain["filter"]] - 0.02 * chain["seed"]
+    rows = {r["filter"]: r for r in selfimprove_gap_table(gap_summaries(result, "now"))}
+    assert rows["majority"]["one_answer"] == "99% / 97% (both collapsed)"
+    assert rows["none"]["one_answer"] == "49% / 97%"

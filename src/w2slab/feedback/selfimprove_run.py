@@ -166,7 +166,9 @@ def gap_summaries(result: dict, created: str) -> list[dict]:
     """``summaries`` rows (W2S schema) per (label-free filter, round ≥ 1): floor = base greedy accuracy (each
     seed's round 0, paired with that seed's later rounds), transfer = the filter's, ceiling = gold SFT (where run)
     else the oracle filter at the same round; pgr = the self-improvement gap recovered, with the paired bootstrap
-    over questions and seeds. The accuracy change (transfer − floor) and its interval go in ``result``."""
+    over questions and seeds. The accuracy change (transfer − floor) and its interval go in ``result``, with the
+    share of questions the trained model and the reference each give their most common answer (``one_answer``):
+    where both are near 1 the gap compares two constant answers, not what was learned."""
     from ..evaluation.pgr import pgr_with_ci
 
     config = result["config"]
@@ -184,6 +186,8 @@ def gap_summaries(result: dict, created: str) -> list[dict]:
             ceiling = _correct(chains, reference, seeds, 1 if reference == "gold" else r)
             if transfer is None or ceiling is None:
                 continue  # a chain stopped before round r (its reason is in the rounds rows)
+            one_answer = {"trained": _top_answer_share(chains, filter_name, seeds, r),
+                          "reference": _top_answer_share(chains, reference, seeds, 1 if reference == "gold" else r)}
             gap = pgr_with_ci(ones, base, transfer, ceiling, seed=0)
             change = pgr_with_ci(ones, base, base, transfer, seed=0)  # gap_ci of (transfer − floor)
             rows.append({
@@ -196,9 +200,17 @@ def gap_summaries(result: dict, created: str) -> list[dict]:
                 "pgr_high": gap.pgr_ci[1] if gap.pgr_ci else None, "defined": int(gap.defined), "reason": gap.reason,
                 "result": {"protocol": "selfimprove", "model": config["model"], "filter": filter_name, "round": r,
                            "reference": reference, "gap": gap.as_dict(),
-                           "change": {"mean": change.gap, "ci": list(change.gap_ci)},
+                           "change": {"mean": change.gap, "ci": list(change.gap_ci)}, "one_answer": one_answer,
                            "n_test": gap.n_test, "n_seeds": gap.n_seeds}})
     return rows
+
+
+def _top_answer_share(chains: dict, filter_name: str, seeds: list[int], round_index: int) -> float | None:
+    """Mean over seeds of the share of test questions given the most common greedy answer after ``round_index``
+    rounds of ``filter_name`` (collapse); None where a cell stored before this measure lacks it."""
+    tests = [chains[(filter_name, seed)]["rounds"][round_index]["test"] for seed in seeds]
+    shares = [t.get("top_answer_share") for t in tests]
+    return None if None in shares else float(np.mean(shares))
 
 
 def _correct(chains: dict, filter_name: str, seeds: list[int], round_index: int) -> np.ndarray | None:

@@ -349,7 +349,9 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
              "rounds, against the base model (floor) and a reference that reads gold (ceiling): SFT on gold "
              "rationales where the task has them, else the oracle filter (only correct majorities) after r rounds. "
              "change: trained − base greedy test accuracy with a 95% bootstrap interval over questions and seeds; "
-             "gap recovered: same bootstrap and 'undefined' rule as PGR."),
+             "gap recovered: same bootstrap and 'undefined' rule as PGR; one_answer: the share of test questions "
+             "the trained model / the reference give their most common answer — where both have collapsed, the gap "
+             "compares two constant answers."),
             ("Self-improvement: rounds", "selfimprove_rounds",
              "Means over seeds per round. kept / kept_wrong_share: the training set a round's outputs selected and the "
              "share of its majorities that are wrong (gold read for reporting only). wrong_confident_before: test "

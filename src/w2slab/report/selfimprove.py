@@ -14,16 +14,26 @@ CONTROLS = {"oracle": "oracle filter (reads gold: upper bound)", "gold": "gold r
             "none": "no filter (control)", "majority": "majority vote (LMSI)"}
 
 
+COLLAPSED = 0.95  # a model giving one answer to this share of the test questions or more has collapsed
+
+
 def selfimprove_gap_table(summaries: list[dict]) -> list[dict]:
     """One row per (experiment, task, model, filter, round): base, after training, reference, the accuracy
-    change with its interval, and the gap recovered with its interval or 'undefined'."""
+    change with its interval, the gap recovered with its interval or 'undefined', and ``one_answer``: the share of
+    test questions the trained model / the reference give their most common answer, with 'both collapsed' where
+    both reach COLLAPSED (the gap then compares constant answers)."""
     rows = []
     for s in sorted(summaries, key=lambda s: (s["experiment"], s["task"], s["weak"], s["loss"])):
         r = s["result"]
+        shares = r.get("one_answer") or {}
+        trained, reference = shares.get("trained"), shares.get("reference")
+        one_answer = "—" if trained is None or reference is None else (
+            f"{100 * trained:.0f}% / {100 * reference:.0f}%"
+            + (" (both collapsed)" if min(trained, reference) >= COLLAPSED else ""))
         rows.append({"experiment": s["experiment"], "task": s["task"], "model": s["weak"], "filter": r["filter"],
                      "round": r["round"], "base_acc": round(s["floor"], 4), "trained_acc": round(s["transfer"], 4),
                      "reference": s["strong"], "reference_acc": round(s["ceiling"], 4),
-                     "change": interval_text(r["change"]), "gap_recovered": pgr_text(s),
+                     "change": interval_text(r["change"]), "gap_recovered": pgr_text(s), "one_answer": one_answer,
                      "n_test": r["n_test"], "seeds": r["n_seeds"], "reason": s["reason"] or ""})
     return rows
 
