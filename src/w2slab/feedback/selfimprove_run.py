@@ -183,11 +183,12 @@ def gap_summaries(result: dict, created: str) -> list[dict]:
         for r in range(1, config["rounds"] + 1):
             transfer = _correct(chains, filter_name, seeds, r)
             reference = "gold" if ("gold", seeds[0]) in chains else "oracle"
-            ceiling = _correct(chains, reference, seeds, 1 if reference == "gold" else r)
+            reference_round = 1 if reference == "gold" else r
+            ceiling = _correct(chains, reference, seeds, reference_round)
             if transfer is None or ceiling is None:
                 continue  # a chain stopped before round r (its reason is in the rounds rows)
             one_answer = {"trained": _top_answer_share(chains, filter_name, seeds, r),
-                          "reference": _top_answer_share(chains, reference, seeds, 1 if reference == "gold" else r)}
+                          "reference": _top_answer_share(chains, reference, seeds, reference_round)}
             gap = pgr_with_ci(ones, base, transfer, ceiling, seed=0)
             change = pgr_with_ci(ones, base, base, transfer, seed=0)  # gap_ci of (transfer − floor)
             rows.append({
