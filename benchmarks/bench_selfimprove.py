@@ -56,8 +56,9 @@ def base_accuracy(n: int = 32) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "sweeps/selfimprove.toml"), help="a SelfImproveStudy TOML")
-    parser.add_argument("--skip-base", action="store_true", help="skip the base-accuracy table (keep the stored one)")
-    parser.add_argument("--base-only", action="store_true",
+    base = parser.add_mutually_exclusive_group()
+    base.add_argument("--skip-base", action="store_true", help="skip the base-accuracy table (keep the stored one)")
+    base.add_argument("--base-only", action="store_true",
                         help="measure the base-accuracy table only (seconds where the generations are cached)")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rebuild docs/<experiment>_study.md from the stored cells (benchmarks/measured/)")
@@ -156,7 +157,8 @@ def markdown(out: dict, study, config_path: str) -> str:
              f"{study.n_test} test questions; k = {study.k} samples at temperature {study.temperature} (at most "
              f"{study.max_tokens} tokens); keep a question when its majority holds ≥ {study.tau} of the votes; "
              f"{study.rounds} rounds; filters {', '.join(study.filters)}; seeds {', '.join(map(str, study.seeds))} "
-             f"(sampling and LoRA training); {study.parallel} llama.cpp slots; intervals are 95% bootstraps over questions and seeds drawn jointly.", "",
+             f"(sampling and LoRA training); {study.parallel} llama.cpp slots; intervals are 95% bootstraps over "
+             "questions and seeds drawn jointly.", "",
              "**Stored so far:** " + ("; ".join(f"{m} × {t}: seeds {', '.join(map(str, seeds))}"
                                                 for (m, t), seeds in sorted(done.items())) or "nothing")
              + (f". **Not run yet:** {', '.join(missing)} (`--models`, `--tasks`, `--seeds` run a part)." if missing else "."), ""]
