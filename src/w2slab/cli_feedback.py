@@ -248,8 +248,9 @@ def cmd_selfimprove(args) -> None:
     rows = selfimprove_gap_table([s for c in cells for s in c["summaries"]])
     stopped = [f"{c['config']['model']} on {c['config']['task']}, {ch['filter']} seed {ch['seed']}: {ch['stopped']}"
                for c in cells for ch in c["chains"] if ch["stopped"]]
-    print(format_rows(rows, ("task", "model", "filter", "round", "base_acc", "trained_acc", "reference",
-                             "reference_acc", "change", "gap_recovered", "one_answer")) if rows else "no gap rows (see below)")
+    columns = ("task", "model", "filter", "round", "base_acc", "trained_acc", "reference", "reference_acc", "change",
+               "gap_recovered", "one_answer")
+    print(format_rows(rows, columns) if rows else "no gap rows (see below)")
     for line in stopped:
         print(f"stopped early: {line}")
 
