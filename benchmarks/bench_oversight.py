@@ -91,6 +91,28 @@ def merge(parts: dict, config) -> dict:
                                           [by_seed[s]["p"] for s in seeds], expert[exp][0],
                                           [by_seed[s]["flip_rate"] for s in seeds])
         out["protocols"][(judge, exp, protocol)] = (measures, gap, seeds)
+    out["overlap"] = _by_overlap(questions, blind, expert, cells)
+    return out
+
+
+def _by_overlap(questions, blind, expert, cells) -> dict:
+    """Accuracy split by which answer echoes the passage more (oversight.accuracy_by_overlap), per reader: each judge
+    alone, each expert alone, the passage's own effect on a model that is both (its log-odds with the passage minus
+    without), and each judge with each protocol (seeds pooled per question)."""
+    import numpy as np
+
+    from w2slab.feedback.oversight import accuracy_by_overlap
+
+    logit = lambda p: np.log(np.clip(p, 1e-9, 1 - 1e-9) / np.clip(1 - np.asarray(p), 1e-9, 1))  # noqa: E731
+    out = {f"{j} alone (no passage)": accuracy_by_overlap(questions, p) for j, (p, _) in sorted(blind.items())}
+    for e, (p, _) in sorted(expert.items()):
+        out[f"{e} expert alone (with the passage)"] = accuracy_by_overlap(questions, p)
+        if e in blind:
+            effect = 1 / (1 + np.exp(-(logit(np.asarray(p)) - logit(np.asarray(blind[e][0])))))
+            out[f"{e}: the passage's own effect (log-odds with minus without)"] = accuracy_by_overlap(questions, effect)
+    for (judge, exp, protocol), by_seed in sorted(cells.items()):
+        out[f"{judge} judging {exp}'s {protocol}"] = accuracy_by_overlap(questions, [by_seed[s]["p"] for s in
+                                                                                      sorted(by_seed)])
     return out
 
 
@@ -153,6 +175,17 @@ def markdown(parts: dict, config, config_path: str) -> str:
                      f"{_share(mean('verified_share_correct_side'))} / {_share(mean('verified_share_incorrect_side'))} "
                      f"| {sum(s['unparseable_quotes'] for s in per_seed)} | {tokens['prompt']:,} | "
                      f"{tokens['completion']:,} |")
+    lines += ["", "## What the readers follow: the answer that echoes the passage", "",
+              "CosmosQA's distractors often share more of their words with the passage than the correct answer does. "
+              "Accuracy split by which of the two answers shares the larger share of its words with the passage "
+              "(n questions; 95% bootstrap over questions; protocols pool seeds per question). A reader that follows "
+              "word overlap is high in the first column and low in the second.", "",
+              "| reader | correct answer echoes more | wrong answer echoes more | equal |", "|---|---|---|---|"]
+    cell = lambda v: ("—" if v["accuracy"] is None else f"{v['accuracy']:.3f}"  # noqa: E731
+                      + (f" [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" if v["ci"] else "") + f" (n={v['n']})")
+    for reader, split in m["overlap"].items():
+        lines.append(f"| {reader} | {cell(split['correct_more'])} | {cell(split['wrong_more'])} | "
+                     f"{cell(split['equal'])} |")
     lines += ["", "Wall time on this CPU per part: " + "; ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items())
               + "."]
     return "\n".join(lines) + "\n"

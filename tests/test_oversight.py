@@ -98,6 +98,29 @@ def test_answers_scoring_reads_each_answer_text_and_has_no_slots(data_dir, cache
         O.p_correct(None, qs, [None] * 3, scoring="vibes")
 
 
+def test_accuracy_by_overlap_splits_questions_by_which_answer_echoes_the_passage(data_dir):
+    """A reader who always picks the answer sharing more words with the passage is right on every "correct_more"
+    question and wrong on every "wrong_more" one; seeds average per question; both groups exist in CosmosQA."""
+    import numpy as np
+
+    from w2slab.tasks.passages import PassageQuestion
+
+    q = PassageQuestion(qid="t", passage="The cat sat on the mat.", question="Who sat?", answers=("The cat", "A dog ran"),
+                        correct=1)
+    assert O.passage_overlap(q) == (1.0, 0.0)
+    qs = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=200)
+    echo = np.array([1.0 if o[q.correct] >= o[1 - q.correct] else 0.0 for q in qs for o in [O.passage_overlap(q)]])
+    out = O.accuracy_by_overlap(qs, echo)
+    assert sum(v["n"] for v in out.values()) == 200 and out["correct_more"]["n"] > 20 and out["wrong_more"]["n"] > 20
+    assert out["correct_more"]["accuracy"] == 1.0 and out["wrong_more"]["accuracy"] == 0.0
+    low, high = O.accuracy_by_overlap(qs, np.full(200, 0.7))["wrong_more"]["ci"]
+    assert low == high == 1.0
+    two_seeds = O.accuracy_by_overlap(qs, np.stack([echo, 1 - echo]))
+    assert two_seeds["correct_more"]["accuracy"] == two_seeds["wrong_more"]["accuracy"] == 0.5
+    with pytest.raises(ConfigError, match="200 questions"):
+        O.accuracy_by_overlap(qs, np.ones(3))
+
+
 def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache_dir, tmp_path):
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
     from w2slab.lm.cache import GenerationCache, cache_file

@@ -287,3 +287,39 @@ def tokens(transcripts: list[list[Turn]]) -> dict:
     """Prompt and completion tokens spent writing the transcripts."""
     turns = [t for ts in transcripts for t in ts]
     return {"prompt": int(sum(t.prompt_tokens for t in turns)), "completion": int(sum(t.completion_tokens for t in turns))}
+
+
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def passage_overlap(q: PassageQuestion) -> tuple[float, float]:
+    """The share of each answer's words (lower-cased runs of letters, digits and apostrophes) that also occur in the
+    passage, for answers (A, B); each in [0, 1], 0.0 for an answer with no words."""
+    seen = set(_WORD.findall(q.passage.lower()))
+    shares = []
+    for answer in q.answers:
+        words = _WORD.findall(answer.lower())
+        shares.append(sum(w in seen for w in words) / len(words) if words else 0.0)
+    return shares[0], shares[1]
+
+
+def accuracy_by_overlap(questions: list[PassageQuestion], p, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Accuracy of P(correct) ``p`` (n,) or (n_seeds, n), split by which answer shares more of its words with the
+    passage (:func:`passage_overlap`): {"correct_more" | "wrong_more" | "equal": {"n": questions, "accuracy",
+    "ci": 95% percentile bootstrap over questions (None for fewer than 2)}}. A reader who picks the answer that
+    echoes the passage scores high on "correct_more" and low on "wrong_more" (CosmosQA's distractors often echo it)."""
+    p = np.atleast_2d(np.asarray(p, dtype=float))
+    if p.shape[1] != len(questions):
+        raise ConfigError(f"{len(questions)} questions but probabilities of shape {p.shape}")
+    correct = (p >= 0.5).mean(0)  # (n,): the share of seeds that got each question right
+    diff = np.array([(o[q.correct] - o[1 - q.correct]) for q in questions for o in [passage_overlap(q)]])
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, mask in (("correct_more", diff > 0), ("wrong_more", diff < 0), ("equal", diff == 0)):
+        x = correct[mask]
+        ci = None
+        if len(x) >= 2:
+            boots = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
+            ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+        out[name] = {"n": int(mask.sum()), "accuracy": float(x.mean()) if len(x) else None, "ci": ci}
+    return out
