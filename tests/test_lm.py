@@ -99,6 +99,21 @@ def test_scores_agree_between_llamacpp_and_transformers(llama, cache_dir):
     assert hf.backend_calls == calls
 
 
+def test_scoring_where_the_greedy_token_is_half_an_emoji(llama, cache_dir):
+    """llama.cpp returns no log-probs when the token it samples starts an unfinished UTF-8 character; the score
+    asks again with a forced plain token and still agrees with transformers (this crashed an oversight run)."""
+    context = "I love pizza " + "\U0001F600" * 7
+    prefix = llama.lm._tokenize(context)
+    raw = llama.lm._complete({"prompt": prefix, "max_tokens": 1, "temperature": 0.0, "logprobs": 5})
+    assert raw["choices"][0]["logprobs"] is None  # the server behaviour this test is about
+    requests = [ScoreRequest(prompt=context, continuation=x) for x in ("\U0001F600", " and pasta")]
+    fast = llama.loglikelihood(requests)
+    exact = load_lm("smollm2", backend="transformers", cache=cache_dir).loglikelihood(requests)
+    assert fast[0].logprob > fast[1].logprob
+    for a, b in zip(fast, exact):
+        assert a.exact and abs(a.logprob - b.logprob) < 0.5
+
+
 def test_transformers_backend_generates_with_chat_template_and_seeds(cache_dir):
     hf = load_lm("smollm2", backend="transformers", cache=False)
     rendered = hf.render(GenerationRequest(messages=CHAT))

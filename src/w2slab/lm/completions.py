@@ -41,6 +41,7 @@ class CompletionsLM(LM):
     concurrency: int = 4
     progress: bool = False
     score_top_k: int = 20  # next-token log-probs per teacher-forced step (OpenAI-style servers cap it near 20)
+    _plain: int | None = None  # see _plain_token
 
     # --- transport (subclasses) -------------------------------------------------------------------------
     def _complete(self, payload: dict) -> dict:
@@ -174,14 +175,26 @@ class CompletionsLM(LM):
                 greedy, exact = False, False
         return Score(logprob=total, n_tokens=len(continuation), greedy=greedy, exact=exact)
 
+    def _plain_token(self) -> int:
+        """A token that is a whole character on its own (the last token of "a")."""
+        if self._plain is None:
+            self._plain = self._tokenize("a")[-1]
+        return self._plain
+
     def _echo_logprobs(self, tokens: list[int]) -> list[float] | None:
         """Per-token prompt log-probs where the server echoes them (first entry None), else None."""
         return None
 
     def _next_token_logprobs(self, prefix: list[int]) -> dict[int, float]:
         """{token id: log-prob} of the top-k next tokens after ``prefix`` (token ids)."""
-        answer = self._complete({"prompt": prefix, "max_tokens": 1, "temperature": 0.0,
-                                 "logprobs": self.score_top_k, **self._sampling_extras()})
+        payload = {"prompt": prefix, "max_tokens": 1, "temperature": 0.0, "logprobs": self.score_top_k,
+                   **self._sampling_extras()}
+        answer = self._complete(payload)
+        if not _field(answer, "choices", 0).get("logprobs"):
+            # llama.cpp withholds log-probs when the one token it sampled is the start of an unfinished UTF-8
+            # character (an emoji's first byte). The log-probs it reports are the model's, before sampling, so
+            # asking again with a bias that forces a plain ASCII token returns the same distribution.
+            answer = self._complete({**payload, "logit_bias": {str(self._plain_token()): 100}})
         content = _field(answer, "choices", 0, "logprobs", "content")
         if not content or "top_logprobs" not in content[0]:
             raise ScoringUnavailable(f"{self.backend}: the server returned no token log-probs (needed for scoring)")
