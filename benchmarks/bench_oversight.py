@@ -6,7 +6,8 @@ A study longer than one session runs in parts (``--experts``, ``--seeds``): each
 probabilities and counts, no generated text — are kept in benchmarks/measured/oversight-<experiment>.json, and the
 page recomputes every measure from all parts together.
 
-    python benchmarks/bench_oversight.py [--config sweeps/oversight.toml] [--experts M ..] [--seeds S ..] [--markdown-only]
+    python benchmarks/bench_oversight.py [--config sweeps/oversight.toml] [--experts M ..] [--seeds S ..]
+        [--protocols P ..] [--markdown-only]
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "sweeps/oversight_pilot.toml"), help="an OversightConfig TOML")
     parser.add_argument("--experts", nargs="+", help="run only these experts of the config (a part)")
     parser.add_argument("--seeds", nargs="+", type=int, help="run only these seeds of the config (a part)")
+    parser.add_argument("--protocols", nargs="+",
+                        help="run only these protocols of the config (the judge alone and the expert alone always run: "
+                             "'--protocols expert' measures the references of a part in minutes)")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rebuild the page from the stored parts (benchmarks/measured/)")
     args = parser.parse_args()
@@ -35,14 +39,16 @@ def main() -> None:
     stored = MEASURED / f"{name}.json"
     out = json.loads(stored.read_text()) if stored.is_file() else {"parts": {}}
     if not args.markdown_only:
-        part = OversightConfig.from_toml(args.config, experts=args.experts, seeds=args.seeds)
-        unknown = sorted(set(part.experts) - set(config.experts)) + sorted(set(part.seeds) - set(config.seeds))
+        part = OversightConfig.from_toml(args.config, experts=args.experts, seeds=args.seeds, protocols=args.protocols)
+        unknown = (sorted(set(part.experts) - set(config.experts)) + sorted(set(part.seeds) - set(config.seeds))
+                   + sorted(set(part.protocols) - set(config.protocols)))
         if unknown:
             sys.exit(f"error: not in {relative(args.config)}: {', '.join(map(str, unknown))}")
         start = time.perf_counter()
         result = run_oversight(part, results_dir=RESULTS, progress=sys.stderr.isatty())
         result["total_s"] = time.perf_counter() - start
-        key = part_key(experts=part.experts, seeds=part.seeds)
+        subset = {"protocols": part.protocols} if args.protocols else {}  # kept beside the full part, never over it
+        key = part_key(experts=part.experts, seeds=part.seeds, **subset)
         out["parts"] = {k: v for k, v in out["parts"].items() if not parts_overlap(k, key)} | {key: result}
         save(name, out, keep=out)
     page = ROOT / "docs" / f"{config.experiment.replace('-', '_')}_bench.md"  # oversight_bench.md, oversight_pilot_...

@@ -70,7 +70,7 @@ def part_key(**cells) -> str:
 
 
 def parts_overlap(a: str, b: str) -> bool:
-    """Whether two parts (:func:`part_key` names over the same fields) computed a cell in common: the later part
-    replaces the earlier one."""
+    """Whether two parts (:func:`part_key` names) computed a cell in common: the later part replaces the earlier
+    one. Names over different fields (a part that ran only some protocols beside a whole one) never overlap."""
     fields = [dict((f.split("=")[0], set(f.split("=")[1].split(","))) for f in key.split(";")) for key in (a, b)]
-    return all(fields[0][name] & fields[1].get(name, set()) for name in fields[0])
+    return fields[0].keys() == fields[1].keys() and all(fields[0][name] & fields[1][name] for name in fields[0])
