@@ -1,6 +1,7 @@
 """The oversight numbers (issue: "Scalable-oversight protocols"), written to benchmarks/out/oversight-<experiment>.json
 and docs/<experiment>_bench.md: judge accuracy per protocol with intervals, the gap recovered, calibration, position
-flips, consultancy persuasiveness, verified quotes and tokens, for the config given (default: the pilot).
+flips, consultancy persuasiveness, verified quotes, tokens, and accuracy split by which answer echoes the passage, for
+the config given (default: the pilot).
 
 A study longer than one session runs in parts (``--experts``, ``--seeds``): each part's numbers — per-question
 probabilities and counts, no generated text — are kept in benchmarks/measured/oversight-<experiment>.json, and the
@@ -106,15 +107,16 @@ def _by_overlap(questions, blind, expert, cells) -> dict:
     alone, each expert alone, the passage's own effect on a model that is both (its log-odds with the passage minus
     without), and each judge with each protocol (seeds pooled per question)."""
     import numpy as np
+    from scipy.special import expit, logit
 
     from w2slab.feedback.oversight import accuracy_by_overlap
 
-    logit = lambda p: np.log(np.clip(p, 1e-9, 1 - 1e-9) / np.clip(1 - np.asarray(p), 1e-9, 1))  # noqa: E731
+    log_odds = lambda p: logit(np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9))  # noqa: E731
     out = {f"{j} alone (no passage)": accuracy_by_overlap(questions, p) for j, (p, _) in sorted(blind.items())}
     for e, (p, _) in sorted(expert.items()):
         out[f"{e} expert alone (with the passage)"] = accuracy_by_overlap(questions, p)
         if e in blind:
-            effect = 1 / (1 + np.exp(-(logit(np.asarray(p)) - logit(np.asarray(blind[e][0])))))
+            effect = expit(log_odds(p) - log_odds(blind[e][0]))
             out[f"{e}: the passage's own effect (log-odds with minus without)"] = accuracy_by_overlap(questions, effect)
     for (judge, exp, protocol), by_seed in sorted(cells.items()):
         out[f"{judge} judging {exp}'s {protocol}"] = accuracy_by_overlap(questions, [by_seed[s]["p"] for s in
