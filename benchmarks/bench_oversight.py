@@ -18,6 +18,7 @@ import sys
 import time
 
 from common import MEASURED, OUT, ROOT, part_key, parts_overlap, relative, save
+from w2slab.feedback.oversight import PROTOCOLS
 
 RESULTS = OUT / "oversight-results"
 
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "sweeps/oversight_pilot.toml"), help="an OversightConfig TOML")
     parser.add_argument("--experts", nargs="+", help="run only these experts of the config (a part)")
     parser.add_argument("--seeds", nargs="+", type=int, help="run only these seeds of the config (a part)")
-    parser.add_argument("--protocols", nargs="+",
+    parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS,
                         help="run only these protocols of the config (the judge alone and the expert alone always run: "
                              "'--protocols expert' measures the references of a part in minutes)")
     parser.add_argument("--markdown-only", action="store_true",
@@ -44,7 +45,7 @@ def main() -> None:
         unknown = (sorted(set(part.experts) - set(config.experts)) + sorted(set(part.seeds) - set(config.seeds))
                    + sorted(set(part.protocols) - set(config.protocols)))
         if unknown:
-            sys.exit(f"error: not in {relative(args.config)}: {', '.join(map(str, unknown))}")
+            parser.error(f"not in {relative(args.config)}: {', '.join(map(str, unknown))}")
         start = time.perf_counter()
         result = run_oversight(part, results_dir=RESULTS, progress=sys.stderr.isatty())
         result["total_s"] = time.perf_counter() - start
