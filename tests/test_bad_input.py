@@ -39,6 +39,11 @@ def place(tmp_path, monkeypatch):
     (work / "items.jsonl").write_text('{"item_id": "a", "problem_id": "p", "description": "d", "code": "x = 1", '
                                       '"buggy": false, "critiques": {}}\n')
     (work / "a_dir").mkdir()
+    (work / "rt").mkdir()  # a red-team run's folder with a sheet already written
+    (work / "rt/cases.jsonl").write_text('{"target": "t", "method": "zero_shot", "seed": 0, "test_case": "q a b", '
+                                         '"reply": "r", "flagged": true}\n')
+    (work / "rt/audit.jsonl").write_text('{"id": "a", "harmful": null}\n')
+    (work / "rt/labels.jsonl").write_text('{"id": "a", "harmful": "maybe"}\n')
     monkeypatch.chdir(work)
     monkeypatch.setenv("W2SLAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("W2SLAB_TASKS_FILE", str(tmp_path / "registry" / "tasks.json"))
@@ -140,6 +145,12 @@ CASES = [
     (["redteam", "run", "broken.toml"], "not valid TOML"),
     (["redteam", "classifier", "--threshold", "-0.1"], "--threshold"),
     (["redteam", "classifier", "--kind", "vibes"], "--kind"),
+    (["redteam", "audit", "missing/cases.jsonl"], "does not exist"),
+    (["redteam", "audit", "items.jsonl"], "line 1: not a reply record"),
+    (["redteam", "audit", "rt", "--n", "0"], "--n"),
+    (["redteam", "audit", "rt", "--target", "qwen"], "--target 'qwen' has no replies"),
+    (["redteam", "audit", "rt"], "already exists"),
+    (["redteam", "audit", "rt", "--labels", "rt/labels.jsonl"], "true, false or null"),
     # constitutional AI
     (["cai", "run", "--constitution", "crit.toml"], "unknown key(s) critic"),
     (["cai", "run", "--constitution", "missing.toml"], "does not exist"),

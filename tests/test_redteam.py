@@ -97,3 +97,72 @@ def test_a_small_red_team_run_end_to_end(data_dir, cache_dir, tmp_path):
     page = write_report(results_dir=tmp_path, experiment="rt-test").read_text()
     assert "Red teaming: attack success" in page and "measured error" in page
     assert not any(f["reply"][:40] in page for f in failures if len(f["reply"]) > 20)  # no generated text there
+    from w2slab.feedback import redteam_audit as A
+
+    real = A.read_cases(folder)  # an audit reads what a real run wrote
+    assert len(real) == sum(a["replied"] for a in out["attacks"])
+    n_flagged = sum(c["flagged"] for c in real)
+    assert len(A.audit_sample(real, 3, seed=0)) == min(3, n_flagged) + min(3, len(real) - n_flagged)
+
+
+def _population(n_flagged: int, n_unflagged: int, harmful_flagged: int, harmful_unflagged: int) -> tuple[list, dict]:
+    """Reply rows like a run's cases.jsonl, and the truth a careful labeller would give each (by case id)."""
+    from w2slab.feedback.redteam_audit import case_id
+
+    cases, truth = [], {}
+    for i in range(n_flagged + n_unflagged):
+        flagged = i < n_flagged
+        harmful = i < harmful_flagged if flagged else i - n_flagged < harmful_unflagged
+        case = {"target": "smollm2", "method": ("zero_shot", "stochastic")[i % 2], "seed": 0,
+                "test_case": f"question {i}", "reply": f"reply {i}", "flagged": flagged, "refused": False}
+        cases.append(case)
+        truth[case_id(case)] = harmful
+    return cases, truth
+
+
+def test_an_audit_estimates_the_harmful_share_from_labels_alone(tmp_path):
+    from w2slab.feedback import redteam_audit as A
+
+    cases, truth = _population(100, 900, 50, 0)  # true harmful share 0.05; precision 0.5 on these replies
+    sheet = A.audit_sample(cases, 20, seed=0)
+    ids = [r["id"] for r in sheet]
+    flagged = {A.case_id(c) for c in cases if c["flagged"]}
+    assert len(set(ids)) == 40 and sum(i in flagged for i in ids) == 20  # 20 per stratum, none twice
+    assert all("flagged" not in r and r["harmful"] is None for r in sheet)  # the labeller cannot see the stratum
+    again, other = ([r["id"] for r in A.audit_sample(cases, 20, seed=s)] for s in (0, 1))
+    assert ids == again != other  # same seed, same draw
+    A.write_audit_sheet(tmp_path / "audit.jsonl", [r | {"harmful": truth[r["id"]]} for r in sheet[:-1]] + sheet[-1:])
+    labels = A.read_audit_labels(tmp_path / "audit.jsonl")  # the last line still null: skipped
+    assert len(labels) == 39 and all(labels[k] == truth[k] for k in labels)
+    e = A.audit_estimate(cases, labels)
+    h, k = e["labelled"]["flagged"]
+    assert e["harmful_share"] == pytest.approx(0.1 * h / k) and e["precision"] == pytest.approx(h / k)
+    assert e["labelled"]["unflagged"][0] == 0
+    assert e["harmful_share_ci"][1] > e["harmful_share"]  # 0 of 20 still has width
+    assert e["sensitivity"] == 1.0 and sum(v[1] for v in e["flagged_harmful_by_method"].values()) == k
+
+    covered = 0  # the 95% interval covers the true share in most audits of another population
+    cases, truth = _population(200, 800, 60, 40)  # truth: (60 + 40) / 1000 = 0.10
+    for seed in range(100):
+        labels = {r["id"]: truth[r["id"]] for r in A.audit_sample(cases, 30, seed=seed)}
+        lo, hi = A.audit_estimate(cases, labels, n_draws=4000, seed=seed)["harmful_share_ci"]
+        covered += lo <= 0.10 <= hi
+    assert covered >= 88, covered
+
+
+def test_an_audit_refuses_labels_it_cannot_use(tmp_path):
+    from w2slab.feedback import redteam_audit as A
+
+    cases, _ = _population(10, 10, 2, 0)
+    with pytest.raises(DataError, match="not in these cases"):
+        A.audit_estimate(cases, {"0123456789abcdef": True})
+    with pytest.raises(DataError, match="no labelled unflagged"):
+        A.audit_estimate(cases, {A.case_id(cases[0]): True})
+    with pytest.raises(ConfigError, match="at least 1"):
+        A.audit_sample(cases, 0)
+    (tmp_path / "bad.jsonl").write_text('{"id": "abc", "harmful": true}\n{"id": "def", "harmful": "yes"}\n')
+    with pytest.raises(DataError, match="line 2.*true, false or null"):
+        A.read_audit_labels(tmp_path / "bad.jsonl")
+    (tmp_path / "cases.jsonl").write_text('{"reply": "x"}\n')
+    with pytest.raises(DataError, match="line 1: not a reply record"):
+        A.read_cases(tmp_path)

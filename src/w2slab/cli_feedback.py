@@ -1,10 +1,11 @@
 """The feedback half's subcommands (`w2slab critiques ...`, `w2slab judge serve`, `w2slab selfimprove run`,
-`w2slab oversight run`, `w2slab redteam classifier|run`, `w2slab cai run|constitution`): thin shells over
+`w2slab oversight run`, `w2slab redteam classifier|run|audit`, `w2slab cai run|constitution`): thin shells over
 :mod:`w2slab.feedback` and :mod:`w2slab.judging`, registered by :func:`add_commands`."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _list(text: str) -> tuple[str, ...]:
@@ -25,9 +26,9 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probability, port, add_dirs) -> None:
-    """Register `critiques bugs|run`, `judge serve`, `selfimprove run`, `oversight run`, `redteam classifier|run`
-    and `cai run|constitution` on the main parser's subcommands (the argument types and
-    the folder options come from cli.py, so every command checks its input alike)."""
+    """Register `critiques bugs|run`, `judge serve`, `selfimprove run`, `oversight run`,
+    `redteam classifier|run|audit` and `cai run|constitution` on the main parser's subcommands (the argument types
+    and the folder options come from cli.py, so every command checks its input alike)."""
     critiques = sub.add_parser("critiques", help="verified bugs, AI critiques and judges with and without them")
     csub = critiques.add_subparsers(dest="action", required=True)
     bugs = csub.add_parser("bugs", help="insert bugs into reference solutions, keep those the tests catch")
@@ -130,6 +131,15 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
     rrun.add_argument("--classifier", choices=("toxicity", "harmlessness", "lm_judge"), help="which harm classifier")
     rrun.add_argument("--threshold", type=probability, help="flag replies with P(harm) >= this (in [0, 1])")
     add_dirs(rrun, data=True, results=True)
+    raudit = rsub.add_parser("audit", help="audit the classifier on a run's own replies: write a labelling sheet of "
+                                           "flagged and unflagged replies, or estimate the harmful share from it")
+    raudit.add_argument("cases", help="a run's cases.jsonl, or its folder (results/redteam/<experiment>)")
+    raudit.add_argument("--n", type=positive_int, default=40, help="replies drawn per stratum (flagged, unflagged)")
+    raudit.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draw")
+    raudit.add_argument("--target", help="audit only this target's replies (default: every target in the file)")
+    raudit.add_argument("--labels", help="a labelled sheet: estimate the harmful share from it instead of writing one")
+    raudit.add_argument("--sheet", help="where to write the sheet (default: audit.jsonl beside cases.jsonl; an "
+                                        "existing sheet is never overwritten)")
 
     cai = sub.add_parser("cai", help="Constitutional AI: AI feedback vs human feedback, SL-CAI and DPO")
     csub2 = cai.add_subparsers(dest="action", required=True)
@@ -280,7 +290,8 @@ def cmd_oversight(args) -> None:
 
 
 def cmd_redteam(args) -> None:
-    """`w2slab redteam classifier`: a harm classifier's measured error; `run`: the red-teaming study."""
+    """`w2slab redteam classifier`: a harm classifier's measured error; `run`: the red-teaming study; `audit`:
+    the classifier audited on a run's own replies."""
     from .report.table import format_rows
 
     if args.action == "classifier":
@@ -296,6 +307,8 @@ def cmd_redteam(args) -> None:
               + (f"; HH-RLHF held-out pairwise accuracy {m['pairwise_accuracy_heldout']:.3f}"
                  if m.get("pairwise_accuracy_heldout") is not None else ""))
         return
+    if args.action == "audit":
+        return _redteam_audit(args)
     from .feedback.redteam_run import RedTeamConfig, run_redteam
 
     overrides = {k: getattr(args, k) for k in ("experiment", "red_lm", "targets", "system_prompt", "methods",
@@ -312,6 +325,38 @@ def cmd_redteam(args) -> None:
           "results folder only.")
     print(format_rows(attack_table(result["attacks"]), ("target", "method", "seeds", "cases", "flagged_raw",
                                                          "success_corrected", "self_bleu", "diversity", "refusals")))
+
+
+def _redteam_audit(args) -> None:
+    """`w2slab redteam audit`: write a labelling sheet, or estimate from a labelled one."""
+    from .errors import ConfigError
+    from .feedback import redteam_audit as A
+
+    cases = A.read_cases(args.cases)
+    if args.target:
+        known = sorted({c["target"] for c in cases})
+        cases = [c for c in cases if c["target"] == args.target]
+        if not cases:
+            raise ConfigError(f"--target {args.target!r} has no replies in {args.cases} (targets: {', '.join(known)})")
+    if args.labels:
+        e = A.audit_estimate(cases, A.read_audit_labels(args.labels))
+        (hf, nf), (hu, nu) = e["labelled"]["flagged"], e["labelled"]["unflagged"]
+        lo, hi = e["harmful_share_ci"]
+        print(f"{e['n_replies']} replies, {e['n_flagged']} flagged ({100 * e['flagged_share']:.1f}%). Labelled: "
+              f"{hf} of {nf} flagged and {hu} of {nu} unflagged replies harmful. Harmful share of all replies "
+              f"{100 * e['harmful_share']:.1f}% [{100 * lo:.1f}%, {100 * hi:.1f}%]; the classifier's precision on "
+              "these replies " + ("—" if e["precision"] is None else f"{e['precision']:.3f} "
+              f"[{e['precision_ci'][0]:.3f}, {e['precision_ci'][1]:.3f}]") + "; flagged and harmful by method: "
+              + ", ".join(f"{m} {h}/{k}" for m, (h, k) in e["flagged_harmful_by_method"].items()))
+        return
+    folder = Path(args.cases) if Path(args.cases).is_dir() else Path(args.cases).parent
+    sheet = Path(args.sheet) if args.sheet else folder / "audit.jsonl"
+    if sheet.exists():
+        raise ConfigError(f"{sheet} already exists (label it and pass --labels {sheet}, or name another --sheet)")
+    rows = A.audit_sample(cases, args.n, seed=args.seed)
+    A.write_audit_sheet(sheet, rows)
+    print(f"wrote {len(rows)} replies to {sheet} (generated text, may be offensive: keep it out of git). Set "
+          f"\"harmful\": true or false on each line, then: w2slab redteam audit {args.cases} --labels {sheet}")
 
 
 def cmd_cai(args) -> None:
