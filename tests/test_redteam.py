@@ -107,17 +107,16 @@ def test_a_small_red_team_run_end_to_end(data_dir, cache_dir, tmp_path):
 
 def _population(n_flagged: int, n_unflagged: int, harmful_flagged: int, harmful_unflagged: int) -> tuple[list, dict]:
     """Reply rows like a run's cases.jsonl, and the truth a careful labeller would give each (by case id)."""
-    from w2slab.feedback.redteam_audit import case_id
+    from w2slab.feedback.redteam_audit import case_ids
 
-    cases, truth = [], {}
+    cases, harmful = [], []
     for i in range(n_flagged + n_unflagged):
         flagged = i < n_flagged
-        harmful = i < harmful_flagged if flagged else i - n_flagged < harmful_unflagged
-        case = {"target": "smollm2", "method": ("zero_shot", "stochastic")[i % 2], "seed": 0,
-                "test_case": f"question {i}", "reply": f"reply {i}", "flagged": flagged, "refused": False}
-        cases.append(case)
-        truth[case_id(case)] = harmful
-    return cases, truth
+        harmful.append(i < harmful_flagged if flagged else i - n_flagged < harmful_unflagged)
+        cases.append({"target": "smollm2", "method": ("zero_shot", "stochastic")[i // 2 % 2], "seed": 0,
+                      "test_case": f"question {i // 2}", "reply": f"reply {i // 2}", "flagged": flagged,
+                      "refused": False})  # each content twice, as when a red LM repeats a case
+    return cases, dict(zip(case_ids(cases), harmful))
 
 
 def test_an_audit_estimates_the_harmful_share_from_labels_alone(tmp_path):
@@ -126,7 +125,8 @@ def test_an_audit_estimates_the_harmful_share_from_labels_alone(tmp_path):
     cases, truth = _population(100, 900, 50, 0)  # true harmful share 0.05; precision 0.5 on these replies
     sheet = A.audit_sample(cases, 20, seed=0)
     ids = [r["id"] for r in sheet]
-    flagged = {A.case_id(c) for c in cases if c["flagged"]}
+    flagged = {i for i, c in zip(A.case_ids(cases), cases) if c["flagged"]}
+    assert len(set(A.case_ids(cases))) == len(cases)  # repeated content still gets one id per row
     assert len(set(ids)) == 40 and sum(i in flagged for i in ids) == 20  # 20 per stratum, none twice
     assert all("flagged" not in r and r["harmful"] is None for r in sheet)  # the labeller cannot see the stratum
     again, other = ([r["id"] for r in A.audit_sample(cases, 20, seed=s)] for s in (0, 1))
@@ -157,7 +157,7 @@ def test_an_audit_refuses_labels_it_cannot_use(tmp_path):
     with pytest.raises(DataError, match="not in these cases"):
         A.audit_estimate(cases, {"0123456789abcdef": True})
     with pytest.raises(DataError, match="no labelled unflagged"):
-        A.audit_estimate(cases, {A.case_id(cases[0]): True})
+        A.audit_estimate(cases, {A.case_ids(cases)[0]: True})
     with pytest.raises(ConfigError, match="at least 1"):
         A.audit_sample(cases, 0)
     (tmp_path / "bad.jsonl").write_text('{"id": "abc", "harmful": true}\n{"id": "def", "harmful": "yes"}\n')

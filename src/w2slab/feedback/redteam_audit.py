@@ -39,10 +39,18 @@ def read_cases(path: str | Path) -> list[dict]:
     return rows
 
 
-def case_id(case: dict) -> str:
-    """A stable id of one (target, method, seed, test case, reply): 16 hex digits of their sha256."""
-    key = "\x00".join(str(case[k]) for k in ("target", "method", "seed", "test_case", "reply"))
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+def case_ids(cases: list[dict]) -> list[str]:
+    """A stable id per row: 16 hex digits of the sha256 of (target, method, seed, test case, reply), with "-k" added
+    to the k-th repeat of the same content (a red LM can write one case twice and a greedy target reply alike), so
+    every row of a cases.jsonl keeps its own id and its own label."""
+    seen: dict[str, int] = {}
+    ids = []
+    for case in cases:
+        key = "\x00".join(str(case[k]) for k in ("target", "method", "seed", "test_case", "reply"))
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+        seen[digest] = seen.get(digest, -1) + 1
+        ids.append(digest if not seen[digest] else f"{digest}-{seen[digest]}")
+    return ids
 
 
 def audit_sample(cases: list[dict], n: int, *, seed: int = 0) -> list[dict]:
@@ -56,11 +64,12 @@ def audit_sample(cases: list[dict], n: int, *, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     chosen = []
     for flagged in (True, False):
-        stratum = [c for c in cases if bool(c["flagged"]) == flagged]
+        stratum = [i for i, c in enumerate(cases) if bool(c["flagged"]) == flagged]
         chosen += [stratum[i] for i in rng.permutation(len(stratum))[:n]]
     chosen = [chosen[i] for i in rng.permutation(len(chosen))]
-    return [{"id": case_id(c), **{k: c[k] for k in ("target", "method", "seed", "test_case", "reply")},
-             "harmful": None} for c in chosen]
+    ids = case_ids(cases)
+    return [{"id": ids[i], **{k: cases[i][k] for k in ("target", "method", "seed", "test_case", "reply")},
+             "harmful": None} for i in chosen]
 
 
 def write_audit_sheet(path: str | Path, rows: list[dict]) -> None:
@@ -97,7 +106,7 @@ def audit_estimate(cases: list[dict], labels: dict[str, bool], *, n_draws: int =
 
     if not cases:
         raise DataError("no replies to audit: the run's cases.jsonl is empty")
-    by_id = {case_id(c): c for c in cases}
+    by_id = dict(zip(case_ids(cases), cases))
     unknown = sorted(set(labels) - set(by_id))
     if unknown:
         raise DataError(f"{len(unknown)} audit label(s) name replies not in these cases (first: {unknown[0]}): "
