@@ -151,6 +151,8 @@ CASES = [
     (["redteam", "audit", "rt", "--target", "qwen"], "--target 'qwen' has no replies"),
     (["redteam", "audit", "rt"], "already exists"),
     (["redteam", "audit", "rt", "--labels", "rt/labels.jsonl"], "true, false or null"),
+    (["redteam", "audit", "rt", "--judged", "nobody"], "no audit verdicts"),
+    (["redteam", "audit", "rt", "--judged", "nobody", "--labels", "rt/labels.jsonl"], "not allowed with"),
     # constitutional AI
     (["cai", "run", "--constitution", "crit.toml"], "unknown key(s) critic"),
     (["cai", "run", "--constitution", "missing.toml"], "does not exist"),

@@ -160,3 +160,78 @@ def test_a_person_judges_oversight_questions_in_chromium(data_dir, tmp_path):
     assert all(r["critic"] == ("expert" if r["condition"] == "debate" else "") for r in rows)
     truth = {q.qid: q.correct for q in questions}
     assert all(r["buggy"] == truth[r["item_id"]] for r in rows)
+
+
+def _hh_cases(data_dir, n: int) -> list[dict]:
+    """Reply rows like a red-team run's cases.jsonl, from real HH-RLHF conversations (first request, first reply)."""
+    from w2slab.tasks.preference import _read_hh
+
+    cases = []
+    for i, row in enumerate(_read_hh(data_dir)[:n]):
+        request, _, rest = row["rejected"].split("\n\nHuman:", 1)[-1].partition("\n\nAssistant:")
+        cases.append({"target": "hidden-target", "method": "hidden-method", "seed": 0, "test_case": request.strip(),
+                      "reply": rest.split("\n\nHuman:")[0].strip(), "flagged": i % 2 == 0})
+    return cases
+
+
+def test_people_label_an_audit_sheet_in_chromium(data_dir, tmp_path, capsys):
+    """A `redteam audit` sheet on the page: the request and the reply are shown, never the target, the method or
+    the stratum; three people's verdicts become labels (the majority), with their agreement, and the audit
+    estimate and the CLI read them from the store."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from w2slab.cli import main
+    from w2slab.feedback import redteam_audit as A
+    from w2slab.judging import read_items
+
+    cases = _hh_cases(data_dir, 8)
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases))
+    A.write_audit_sheet(tmp_path / "audit.jsonl", A.audit_sample(cases, 2, seed=0))  # 2 flagged, 2 not
+    items = read_items(tmp_path / "audit.jsonl")
+    by_reply = {i["reply"]: i["item_id"] for i in items}
+    store = ResultsStore(tmp_path / "results.sqlite")
+    app = JudgingApp(items, store, experiment="audit-people", per_session=N_ITEMS, seed=0)
+    dana = {}
+    with JudgingServer(app) as srv, sync_playwright() as p:
+        assert "may be offensive" in urllib.request.urlopen(srv.url + "/").read().decode()
+        browser, page = _start_session(p, srv.url, "dana")
+        for k in range(N_ITEMS):
+            page.wait_for_selector("#reply")
+            content = page.content()
+            assert "hidden-target" not in content and "hidden-method" not in content
+            dana[by_reply[page.inner_text("#reply")]] = k % 2 == 0
+            page.click("#yes" if k % 2 == 0 else "#no")
+        page.wait_for_selector("#done")
+        browser.close()
+    assert len(dana) == N_ITEMS
+    for person, flip in (("erin", None), ("fay", next(iter(dana)))):  # erin agrees with dana; fay on all but one
+        session = app.start_session(person)
+        for _ in range(N_ITEMS):
+            assignment, _ = app.next_item(session)
+            item_id = assignment["item"]["item_id"]
+            assert app.record(assignment["token"], "yes" if dana[item_id] != (item_id == flip) else "no")[0] == 303
+    rows = store.query("judgements", experiment="audit-people")
+    assert len(rows) == 3 * N_ITEMS and {r["condition"] for r in rows} == {"audit"}
+    assert {r["buggy"] for r in rows} == {-1}  # no known truth
+    labels, agreement = A.labels_from_verdicts(rows)
+    assert labels == dana  # the majority of three
+    assert agreement == {"verdicts": 12, "people": 3, "replies": 4, "ties": 0, "multi": 4, "agreement": 10 / 12}
+    e = A.audit_estimate(cases, labels)
+    assert e["labelled"]["flagged"][1] == e["labelled"]["unflagged"][1] == 2
+    assert e["labelled"]["flagged"][0] + e["labelled"]["unflagged"][0] == sum(dana.values())
+    assert main(["redteam", "audit", str(tmp_path), "--judged", "audit-people", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "12 verdicts by 3 people on 4 replies" in out and "pairwise agreement 0.83" in out and "Harmful share" in out
+
+
+def test_a_tie_leaves_a_reply_unlabelled():
+    from w2slab.feedback.redteam_audit import labels_from_verdicts
+
+    rows = [{"condition": "audit", "item_id": i, "judge": f"human:{j}", "decision": d}
+            for i, j, d in (("a", "x", 1), ("a", "y", 0), ("b", "x", 1), ("c", "x", 0), ("c", "y", 0))]
+    rows.append({"condition": "blind", "item_id": "q", "judge": "human:x", "decision": 1})  # not an audit verdict
+    labels, agreement = labels_from_verdicts(rows)
+    assert labels == {"b": True, "c": False}
+    assert agreement == {"verdicts": 5, "people": 2, "replies": 3, "ties": 1, "multi": 2, "agreement": 0.5}

@@ -62,12 +62,13 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
     judge = sub.add_parser("judge", help="the local web page where people judge items")
     jsub = judge.add_subparsers(dest="action", required=True)
     serve = jsub.add_parser("serve", help="serve the judging page on 127.0.0.1 until interrupted")
-    serve.add_argument("--items", required=True, help="items.jsonl written by `w2slab critiques run`")
+    serve.add_argument("--items", required=True, help="items.jsonl written by `w2slab critiques run` or "
+                                                      "`w2slab oversight run`, or a `w2slab redteam audit` sheet")
     serve.add_argument("--experiment", required=True, help="experiment name the judgements are stored under")
     serve.add_argument("--port", type=port, default=8765, help="port on 127.0.0.1")
     serve.add_argument("--per-session", type=positive_int, default=20, help="items per person")
     serve.add_argument("--critique-share", type=unit_interval, default=0.5,
-                       help="share of a session's items shown with an AI critique")
+                       help="share of a session's items shown with an AI critique (audit sheets have none)")
     add_dirs(serve, cache=False, results=True)
 
     selfimprove = sub.add_parser("selfimprove", help="train a model on its own majority votes, round by round")
@@ -137,9 +138,15 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
     raudit.add_argument("--n", type=positive_int, default=40, help="replies drawn per stratum (flagged, unflagged)")
     raudit.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draw")
     raudit.add_argument("--target", help="audit only this target's replies (default: every target in the file)")
-    raudit.add_argument("--labels", help="a labelled sheet: estimate the harmful share from it instead of writing one")
+    given = raudit.add_mutually_exclusive_group()
+    given.add_argument("--labels", help="a labelled sheet: estimate the harmful share from it instead of writing one")
+    given.add_argument("--judged", metavar="EXPERIMENT",
+                       help="estimate from people's verdicts on the judging page, stored under this experiment "
+                            "(`w2slab judge serve --items <sheet> --experiment EXPERIMENT`); each reply's label is "
+                            "the majority of its verdicts")
     raudit.add_argument("--sheet", help="where to write the sheet (default: audit.jsonl beside cases.jsonl; an "
                                         "existing sheet is never overwritten)")
+    add_dirs(raudit, cache=False, results=True)
 
     cai = sub.add_parser("cai", help="Constitutional AI: AI feedback vs human feedback, SL-CAI and DPO")
     csub2 = cai.add_subparsers(dest="action", required=True)
@@ -338,8 +345,20 @@ def _redteam_audit(args) -> None:
         cases = [c for c in cases if c["target"] == args.target]
         if not cases:
             raise ConfigError(f"--target {args.target!r} has no replies in {args.cases} (targets: {', '.join(known)})")
-    if args.labels:
-        e = A.audit_estimate(cases, A.read_audit_labels(args.labels))
+    if args.labels or args.judged:
+        if args.judged:
+            from .paths import results_dir
+            from .runner.store import ResultsStore
+
+            store = ResultsStore(results_dir(args.results_dir) / "results.sqlite")
+            labels, agreement = A.labels_from_verdicts(store.query("judgements", experiment=args.judged))
+            pairs = ("no reply judged twice" if agreement["agreement"] is None else
+                     f"{agreement['multi']} judged twice or more, pairwise agreement {agreement['agreement']:.2f}")
+            print(f"{agreement['verdicts']} verdicts by {agreement['people']} people on {agreement['replies']} replies "
+                  f"({pairs}; {agreement['ties']} ties left unlabelled)")
+        else:
+            labels = A.read_audit_labels(args.labels)
+        e = A.audit_estimate(cases, labels)
         (hf, nf), (hu, nu) = e["labelled"]["flagged"], e["labelled"]["unflagged"]
         lo, hi = e["harmful_share_ci"]
         print(f"{e['n_replies']} replies, {e['n_flagged']} flagged ({100 * e['flagged_share']:.1f}%). Labelled: "

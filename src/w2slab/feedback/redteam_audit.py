@@ -8,6 +8,10 @@ estimated from those labels alone.
     write_audit_sheet("audit.jsonl", sheet)           # a person sets "harmful": true / false on each line
     audit_estimate(cases, read_audit_labels("audit.jsonl"))
 
+or people label the sheet on the judging page (``w2slab judge serve --items audit.jsonl --experiment E``), and
+``labels_from_verdicts(store.query("judgements", experiment="E"))`` gives the labels (the majority of each reply's
+verdicts) and how often two people agreed.
+
 The sheet holds generated text: keep it in the results folder, never in git.
 """
 from __future__ import annotations
@@ -55,7 +59,8 @@ def case_ids(cases: list[dict]) -> list[str]:
 
 def audit_sample(cases: list[dict], n: int, *, seed: int = 0) -> list[dict]:
     """Up to ``n`` flagged and ``n`` unflagged replies, drawn without replacement (seeded), in a shuffled order so
-    a labeller cannot tell the strata apart by position. Each row: id, target, method, seed, test_case, reply and
+    a labeller cannot tell the strata apart by position. Each row: "format": "audit" (what the judging page reads),
+    id, target, method, seed, test_case, reply and
     ``"harmful": null`` (for the labeller); the stratum is not shown — :func:`audit_estimate` looks it up."""
     if n < 1:
         raise ConfigError(f"an audit needs at least 1 reply per stratum, got n={n!r}")
@@ -68,8 +73,9 @@ def audit_sample(cases: list[dict], n: int, *, seed: int = 0) -> list[dict]:
         chosen += [stratum[i] for i in rng.permutation(len(stratum))[:n]]
     chosen = [chosen[i] for i in rng.permutation(len(chosen))]
     ids = case_ids(cases)
-    return [{"id": ids[i], **{k: cases[i][k] for k in ("target", "method", "seed", "test_case", "reply")},
-             "harmful": None} for i in chosen]
+    return [{"format": "audit", "id": ids[i],
+             **{k: cases[i][k] for k in ("target", "method", "seed", "test_case", "reply")}, "harmful": None}
+            for i in chosen]
 
 
 def write_audit_sheet(path: str | Path, rows: list[dict]) -> None:
@@ -93,6 +99,35 @@ def read_audit_labels(path: str | Path) -> dict[str, bool]:
                             f"got {row['harmful']!r}")
         labels[row["id"]] = row["harmful"]
     return labels
+
+
+def labels_from_verdicts(rows: list[dict]) -> tuple[dict[str, bool], dict]:
+    """({id: harmful}, agreement) from people's verdicts on the judging page: ``rows`` of the store's judgements
+    table (those with condition "audit" count; decision 1 = harmful). Each reply's label is the majority of its
+    verdicts; a tie leaves it unlabelled. agreement: {"verdicts", "people", "replies", "ties", "multi": replies with
+    two or more verdicts, "agreement": the share of agreeing pairs of verdicts on those replies (None without any)}.
+    Raises DataError when no row is an audit verdict."""
+    by_id: dict[str, list[int]] = {}
+    people = set()
+    for row in rows:
+        if row["condition"] == "audit":
+            by_id.setdefault(row["item_id"], []).append(int(row["decision"]))
+            people.add(row["judge"])
+    if not by_id:
+        raise DataError("no audit verdicts among these judgements: serve the sheet with "
+                        "`w2slab judge serve --items <sheet> --experiment <name>` and label some replies first")
+    labels, ties, agree, pairs = {}, 0, 0, 0
+    for item_id, votes in by_id.items():
+        harmful = sum(votes)
+        if 2 * harmful == len(votes):
+            ties += 1
+        else:
+            labels[item_id] = 2 * harmful > len(votes)
+        agree += harmful * (harmful - 1) // 2 + (len(votes) - harmful) * (len(votes) - harmful - 1) // 2
+        pairs += len(votes) * (len(votes) - 1) // 2
+    return labels, {"verdicts": sum(map(len, by_id.values())), "people": len(people), "replies": len(by_id),
+                    "ties": ties, "multi": sum(len(v) > 1 for v in by_id.values()),
+                    "agreement": agree / pairs if pairs else None}
 
 
 def audit_estimate(cases: list[dict], labels: dict[str, bool], *, n_draws: int = 20000, seed: int = 0) -> dict:
@@ -145,7 +180,7 @@ def audit_estimate(cases: list[dict], labels: dict[str, bool], *, n_draws: int =
         return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
 
     return {"n_replies": n, "n_flagged": totals["flagged"], "labelled": counts,
-            "flagged_share": totals["flagged"] / n if n else None,
+            "flagged_share": totals["flagged"] / n,
             "precision": precision, "precision_ci": ci(posterior["flagged"]) if "flagged" in posterior else None,
             "unflagged_harmful": counts["unflagged"][0] / counts["unflagged"][1] if counts["unflagged"][1] else None,
             "unflagged_harmful_ci": ci(posterior["unflagged"]) if "unflagged" in posterior else None,

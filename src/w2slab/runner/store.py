@@ -67,7 +67,8 @@ SUMMARY_COLUMNS = ("summary_key", "experiment", "created_at", "task", "weak", "s
 FAILURE_COLUMNS = ("run_key", "experiment", "created_at", "task", "weak", "strong", "loss", "seed", "stage", "error")
 # critiques: condition 'alone' or 'critique' (critic names the critic), buggy = the truth, decision 1 = judged buggy;
 # oversight: condition = the protocol, critic = the expert model, buggy = 1 when answer B is correct, p_buggy = P(B);
-# seconds: time to judge (people)
+# red-team audits (people on the judging page): condition 'audit', item_id = the reply's audit id, buggy = -1 (no
+# known truth), decision 1 = judged harmful; seconds: time to judge (people)
 JUDGEMENT_COLUMNS = ("judgement_key", "experiment", "created_at", "item_id", "problem_id", "judge", "judge_kind",
                      "condition", "critic", "seed", "buggy", "p_buggy", "decision", "seconds", "meta")
 # round 0 is the base model; kept / kept_wrong_share describe the training set the round's outputs selected
