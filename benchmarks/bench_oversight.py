@@ -100,7 +100,30 @@ def merge(parts: dict, config) -> dict:
                                           [by_seed[s]["flip_rate"] for s in seeds])
         out["protocols"][(judge, exp, protocol)] = (measures, gap, seeds)
     out["overlap"] = _by_overlap(questions, blind, expert, cells)
+    out["prior"] = _fixed_answer_prior(questions, blind, expert, cells)
     return out
+
+
+def _fixed_answer_prior(questions, blind, expert, cells) -> dict | None:
+    """oversight.fixed_answer_prior per reader (protocols: seeds averaged per question), or None when the questions'
+    answer texts vary (only BoolQ has one pair of answers)."""
+    import numpy as np
+
+    from scipy.special import expit, logit
+
+    from w2slab.feedback.oversight import fixed_answer_prior
+
+    log_odds = lambda p: logit(np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9))  # noqa: E731
+    readers = {f"{j} alone (no passage)": p for j, (p, _) in sorted(blind.items())}
+    for e, (p, _) in sorted(expert.items()):
+        readers[f"{e} expert alone (with the passage)"] = p
+        if e in blind:  # what the passage adds to the model's own preference
+            effect = expit(log_odds(p) - log_odds(blind[e][0]))
+            readers[f"{e}: the passage's own effect (log-odds with minus without)"] = effect
+    readers |= {f"{judge} judging {exp}'s {protocol}": np.mean([by_seed[s]["p"] for s in by_seed], axis=0)
+                for (judge, exp, protocol), by_seed in sorted(cells.items())}
+    out = {reader: fixed_answer_prior(questions, p) for reader, p in readers.items()}
+    return None if any(v is None for v in out.values()) else out
 
 
 def _by_overlap(questions, blind, expert, cells) -> dict:
@@ -123,6 +146,10 @@ def _by_overlap(questions, blind, expert, cells) -> dict:
         out[f"{judge} judging {exp}'s {protocol}"] = accuracy_by_overlap(questions, [by_seed[s]["p"] for s in
                                                                                       sorted(by_seed)])
     return out
+
+
+def _accuracy(x) -> str:
+    return "—" if x is None else f"{x:.3f}"
 
 
 def _share(x) -> str:
@@ -184,7 +211,30 @@ def markdown(parts: dict, config, config_path: str) -> str:
                      f"{_share(mean('verified_share_correct_side'))} / {_share(mean('verified_share_incorrect_side'))} "
                      f"| {sum(s['unparseable_quotes'] for s in per_seed)} | {tokens['prompt']:,} | "
                      f"{tokens['completion']:,} |")
-    lines += ["", "## What the readers follow: the answer that echoes the passage", "",
+    if m["prior"]:
+        answer = next(iter(m["prior"].values()))["answer"]
+        lines += ["", "## A constant preference or reading? (every question's answers are the same two texts)", "",
+                  f"A reader that always prefers one answer scores that answer's base rate while reading nothing. "
+                  f"AUC: how well P(\"{answer}\") ranks the questions where \"{answer}\" is correct (0.5: no "
+                  "information, whatever the preference). Batch-calibrated: accuracy once the mean log-odds over the "
+                  "questions is subtracted (Zhou et al. 2023).", "",
+                  f"| reader | accuracy | \"{answer}\" correct | mean P(\"{answer}\") | AUC | batch-calibrated "
+                  "accuracy |", "|---|---|---|---|---|---|"]
+        accuracy = {f"{j} alone (no passage)": v["accuracy"] for j, v in m["blind"].items()}
+        accuracy |= {f"{e} expert alone (with the passage)": v["accuracy"] for e, v in m["experts"].items()}
+        accuracy |= {f"{j} judging {e}'s {p}": g["gap"]["transfer"] for (j, e, p), (_, g, _) in m["protocols"].items()}
+        for reader, v in m["prior"].items():
+            lines.append(f"| {reader} | {_accuracy(accuracy.get(reader))} | {v['base_rate']:.3f} | {v['mean_p']:.3f} | "
+                         f"{'—' if v['auc'] is None else format(v['auc'], '.3f')} | {v['batch_calibrated']:.3f} |")
+    else:
+        lines += _overlap_section(m)
+    lines += ["", "Wall time on this CPU per part: " + "; ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items())
+              + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _overlap_section(m: dict) -> list[str]:
+    lines = ["", "## What the readers follow: the answer that echoes the passage", "",
               "CosmosQA's distractors often share more of their words with the passage than the correct answer does. "
               "Accuracy split by which of the two answers shares the larger share of its words with the passage "
               "(n questions; 95% bootstrap over questions; protocols pool seeds per question). A reader that follows "
@@ -195,9 +245,7 @@ def markdown(parts: dict, config, config_path: str) -> str:
     for reader, split in m["overlap"].items():
         lines.append(f"| {reader} | {cell(split['correct_more'])} | {cell(split['wrong_more'])} | "
                      f"{cell(split['equal'])} |")
-    lines += ["", "Wall time on this CPU per part: " + "; ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items())
-              + "."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

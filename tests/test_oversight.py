@@ -121,6 +121,29 @@ def test_accuracy_by_overlap_splits_questions_by_which_answer_echoes_the_passage
         O.accuracy_by_overlap(qs, np.ones(3))
 
 
+def test_a_constant_preference_for_yes_or_no_is_told_apart_from_reading(data_dir):
+    """On BoolQ a reader that always prefers "No" scores the share of "No" answers while knowing nothing (AUC 0.5);
+    a reader with the same preference plus a little information has an AUC above 0.5, and batch calibration turns
+    that information into accuracy. CosmosQA's answers vary: no single prior."""
+    import numpy as np
+
+    qs = load_passage_questions("boolq", data_dir=data_dir, limit=300)
+    yes = np.array([q.correct_answer == "Yes" for q in qs])
+    rng = np.random.default_rng(0)
+    p_yes = np.full(300, 0.2)  # always leans "No", reads nothing
+    blind = O.fixed_answer_prior(qs, np.where(yes, p_yes, 1 - p_yes))
+    assert blind["answer"] == "No" and blind["base_rate"] == pytest.approx(1 - yes.mean())
+    assert blind["mean_p"] == pytest.approx(0.8) and blind["auc"] == 0.5
+    log_odds = np.log(0.2 / 0.8) + np.where(yes, 1.0, -1.0) + rng.normal(0, 1.0, 300)  # leans "No", reads a little
+    p_read = 1 / (1 + np.exp(-log_odds))
+    reader = O.fixed_answer_prior(qs, np.where(yes, p_read, 1 - p_read))
+    raw = float(((p_read >= 0.5) == yes).mean())
+    assert reader["auc"] > 0.75 and reader["batch_calibrated"] > raw + 0.1
+    assert O.fixed_answer_prior(load_passage_questions("cosmos_qa", data_dir=data_dir, limit=20), np.ones(20)) is None
+    with pytest.raises(ConfigError, match="300 questions"):
+        O.fixed_answer_prior(qs, np.ones(3))
+
+
 def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache_dir, tmp_path):
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
     from w2slab.lm.cache import GenerationCache, cache_file

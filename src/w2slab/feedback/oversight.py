@@ -323,3 +323,27 @@ def accuracy_by_overlap(questions: list[PassageQuestion], p, *, n_boot: int = 20
             ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
         out[name] = {"n": int(mask.sum()), "accuracy": float(x.mean()) if len(x) else None, "ci": ci}
     return out
+
+
+def fixed_answer_prior(questions: list[PassageQuestion], p) -> dict | None:
+    """When every question has the same two answer texts (BoolQ: "Yes" and "No"), a reader's constant preference for
+    one text moves its accuracy as much as what it read. For P(correct) ``p`` (n,) this separates the two: {"answer":
+    the first text X in sorted order, "base_rate": share of questions where X is correct, "mean_p": mean P(X), "auc":
+    AUC of P(X) for X being correct (threshold-free: 0.5 = no information), "batch_calibrated": accuracy once the mean
+    log-odds of X over the questions is subtracted (batch calibration, Zhou et al. 2023)}. None when the answer texts
+    vary (CosmosQA, QuAIL), where no single prior exists."""
+    from sklearn.metrics import roc_auc_score
+
+    texts = sorted({a for q in questions for a in q.answers})
+    if len(texts) != 2:
+        return None
+    p = np.asarray(p, dtype=float)
+    if p.shape != (len(questions),):
+        raise ConfigError(f"{len(questions)} questions but probabilities of shape {p.shape}")
+    is_x = np.array([q.correct_answer == texts[0] for q in questions])
+    p_x = np.clip(np.where(is_x, p, 1 - p), 1e-9, 1 - 1e-9)
+    log_odds = np.log(p_x) - np.log1p(-p_x)
+    centred = log_odds - log_odds.mean()
+    return {"answer": texts[0], "base_rate": float(is_x.mean()), "mean_p": float(p_x.mean()),
+            "auc": float(roc_auc_score(is_x, log_odds)) if 0 < is_x.sum() < len(is_x) else None,
+            "batch_calibrated": float(((centred > 0) == is_x).mean())}
