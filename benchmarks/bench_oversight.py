@@ -126,26 +126,42 @@ def _fixed_answer_prior(questions, blind, expert, cells) -> dict | None:
     return None if any(v is None for v in out.values()) else out
 
 
-def _by_overlap(questions, blind, expert, cells) -> dict:
-    """Accuracy split by which answer echoes the passage more (oversight.accuracy_by_overlap), per reader: each judge
-    alone, each expert alone, the passage's own effect on a model that is both (its log-odds with the passage minus
-    without), and each judge with each protocol (seeds pooled per question)."""
+def _readers(blind, expert, cells) -> dict:
+    """{reader label: P(correct), (n,) or (n_seeds, n)}: each judge alone, each expert alone, the passage's own effect
+    on a model that is both (its log-odds with the passage minus without), and each judge with each protocol."""
     import numpy as np
     from scipy.special import expit, logit
 
+    log_odds = lambda p: logit(np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9))  # noqa: E731
+    readers = {f"{j} alone (no passage)": p for j, (p, _) in sorted(blind.items())}
+    for e, (p, _) in sorted(expert.items()):
+        readers[f"{e} expert alone (with the passage)"] = p
+        if e in blind:
+            readers[f"{e}: the passage's own effect (log-odds with minus without)"] = expit(log_odds(p)
+                                                                                             - log_odds(blind[e][0]))
+    for (judge, exp, protocol), by_seed in sorted(cells.items()):
+        readers[f"{judge} judging {exp}'s {protocol}"] = np.array([by_seed[s]["p"] for s in sorted(by_seed)])
+    return readers
+
+
+def _by_overlap(questions, blind, expert, cells) -> dict:
+    """Accuracy split by which answer echoes the passage more (oversight.accuracy_by_overlap), per reader of
+    :func:`_readers` (protocols: seeds pooled per question)."""
     from w2slab.feedback.oversight import accuracy_by_overlap
 
-    log_odds = lambda p: logit(np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9))  # noqa: E731
-    out = {f"{j} alone (no passage)": accuracy_by_overlap(questions, p) for j, (p, _) in sorted(blind.items())}
-    for e, (p, _) in sorted(expert.items()):
-        out[f"{e} expert alone (with the passage)"] = accuracy_by_overlap(questions, p)
-        if e in blind:
-            effect = expit(log_odds(p) - log_odds(blind[e][0]))
-            out[f"{e}: the passage's own effect (log-odds with minus without)"] = accuracy_by_overlap(questions, effect)
-    for (judge, exp, protocol), by_seed in sorted(cells.items()):
-        out[f"{judge} judging {exp}'s {protocol}"] = accuracy_by_overlap(questions, [by_seed[s]["p"] for s in
-                                                                                      sorted(by_seed)])
-    return out
+    return {reader: accuracy_by_overlap(questions, p) for reader, p in _readers(blind, expert, cells).items()}
+
+
+def _fixed_answer_prior(questions, blind, expert, cells) -> dict | None:
+    """oversight.fixed_answer_prior per reader of :func:`_readers` (protocols: seeds averaged per question), or None
+    when the questions' answer texts vary (only BoolQ has one pair of answers)."""
+    import numpy as np
+
+    from w2slab.feedback.oversight import fixed_answer_prior
+
+    out = {reader: fixed_answer_prior(questions, np.asarray(p).reshape(-1, len(questions)).mean(0))
+           for reader, p in _readers(blind, expert, cells).items()}
+    return None if any(v is None for v in out.values()) else out
 
 
 def _accuracy(x) -> str:
