@@ -13,6 +13,7 @@ page recomputes every measure from all parts together.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -66,14 +67,20 @@ def merge(parts: dict, config) -> dict:
     from w2slab.feedback.oversight_run import accuracy_measures, protocol_measures
     from w2slab.tasks.passages import load_passage_questions
 
-    first = next(iter(parts.values()))["config"]
-    same = ("task", "n_questions", "item_seed", "rounds", "sequential", "judge_scoring", "max_tokens", "words")
+    from w2slab.feedback.oversight_run import OversightConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(OversightConfig)}  # for parts stored before a field
+    setting = lambda part, f: part["config"].get(f, defaults[f])  # noqa: E731
+    first = next(iter(parts.values()))
+    same = ("task", "n_questions", "item_seed", "rounds", "sequential", "judge_scoring", "max_tokens", "words",
+            "best_of", "selector")
     for key, part in parts.items():
-        differ = [f for f in same if part["config"][f] != first[f]]
+        differ = [f for f in same if setting(part, f) != setting(first, f)]
         if differ:
             sys.exit(f"error: part {key} was run with another {', '.join(differ)}: rerun it or delete it from "
                      "benchmarks/measured/")
-    questions = load_passage_questions(first["task"], limit=first["n_questions"], seed=first["item_seed"])
+    questions = load_passage_questions(setting(first, "task"), limit=setting(first, "n_questions"),
+                                       seed=setting(first, "item_seed"))
     blind, expert, cells = {}, {}, {}
     quotes, tokens, seconds = {}, {}, {}
     for key in parts:
@@ -101,29 +108,25 @@ def merge(parts: dict, config) -> dict:
         out["protocols"][(judge, exp, protocol)] = (measures, gap, seeds)
     out["overlap"] = _by_overlap(questions, blind, expert, cells)
     out["prior"] = _fixed_answer_prior(questions, blind, expert, cells)
+    out["calibrated"] = _calibrated_protocols(questions, blind, expert, cells) if out["prior"] else None
     return out
 
 
-def _fixed_answer_prior(questions, blind, expert, cells) -> dict | None:
-    """oversight.fixed_answer_prior per reader (protocols: seeds averaged per question), or None when the questions'
-    answer texts vary (only BoolQ has one pair of answers)."""
-    import numpy as np
+def _calibrated_protocols(questions, blind, expert, cells) -> dict:
+    """The per-protocol measures of :func:`merge` after batch calibration (oversight.batch_calibrated) of every
+    reader: the judge alone, the judge per seed with the protocol, and the expert alone — so a protocol that only
+    shifts the judge toward one answer text shows no change. {(judge, expert, protocol): (measures, gap, seeds)}."""
+    from w2slab.feedback.oversight import batch_calibrated
+    from w2slab.feedback.oversight_run import protocol_measures
 
-    from scipy.special import expit, logit
-
-    from w2slab.feedback.oversight import fixed_answer_prior
-
-    log_odds = lambda p: logit(np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9))  # noqa: E731
-    readers = {f"{j} alone (no passage)": p for j, (p, _) in sorted(blind.items())}
-    for e, (p, _) in sorted(expert.items()):
-        readers[f"{e} expert alone (with the passage)"] = p
-        if e in blind:  # what the passage adds to the model's own preference
-            effect = expit(log_odds(p) - log_odds(blind[e][0]))
-            readers[f"{e}: the passage's own effect (log-odds with minus without)"] = effect
-    readers |= {f"{judge} judging {exp}'s {protocol}": np.mean([by_seed[s]["p"] for s in by_seed], axis=0)
-                for (judge, exp, protocol), by_seed in sorted(cells.items())}
-    out = {reader: fixed_answer_prior(questions, p) for reader, p in readers.items()}
-    return None if any(v is None for v in out.values()) else out
+    out = {}
+    for (judge, exp, protocol), by_seed in sorted(cells.items()):
+        seeds = sorted(by_seed)
+        p = batch_calibrated(questions, [by_seed[s]["p"] for s in seeds])
+        out[(judge, exp, protocol)] = protocol_measures(
+            questions, protocol, seeds, batch_calibrated(questions, blind[judge][0]), p,
+            batch_calibrated(questions, expert[exp][0]), [by_seed[s]["flip_rate"] for s in seeds])
+    return out
 
 
 def _readers(blind, expert, cells) -> dict:
@@ -173,8 +176,6 @@ def _share(x) -> str:
 
 
 def markdown(parts: dict, config, config_path: str) -> str:
-    from w2slab.report.table import gap_text, interval_text
-
     c = config
     lines = [f"# Oversight: measured numbers ({c.experiment})", "",
              f"Regenerate: `python benchmarks/bench_oversight.py --config {relative(config_path)}` (2 CPU cores; "
@@ -186,7 +187,9 @@ def markdown(parts: dict, config, config_path: str) -> str:
     lines += [f"{c.n_questions} {c.task} questions (two answers each, the correct one at A or B by a hash); judges "
               f"{', '.join(c.judges)} (no passage); experts {', '.join(c.experts)} (with the passage); rounds: {c.rounds}, "
               f"{'sequential' if c.sequential else 'simultaneous'} debate; seeds "
-              f"{', '.join(map(str, c.seeds))}; verdicts: {scoring}.", ""]
+              f"{', '.join(map(str, c.seeds))}; verdicts: {scoring}"
+              + (f"; best-of-{c.best_of} arguments chosen by {'each judge' if c.selector == 'judge' else c.selector}"
+                 if c.best_of > 1 else "") + ".", ""]
     if not parts:
         return "\n".join(lines + ["No part has run yet."]) + "\n"
     m = merge(parts, config)
@@ -207,14 +210,7 @@ def markdown(parts: dict, config, config_path: str) -> str:
               "(with − alone) / (expert − alone), *undefined* when the expert does not beat the judge alone beyond "
               "noise.", "", "| judge | expert | protocol | seeds | alone | with protocol | expert alone | change | "
               "gap recovered | ECE | flips | judge sides with consultant (right / wrong side) |", "|" + "---|" * 12]
-    for (judge, expert, protocol), (measures, gap, seeds) in m["protocols"].items():
-        g, persuasion = gap["gap"], measures.get("persuasion")
-        sided = (f"{_share(persuasion['agree_when_correct'])} / {_share(persuasion['agree_when_incorrect'])}"
-                 if persuasion else "—")
-        lines.append(f"| {judge} | {expert} | {protocol} | {','.join(map(str, seeds))} | {g['floor']:.3f} | "
-                     f"{g['transfer']:.3f} | {g['ceiling']:.3f} | {interval_text(gap['change'])} | "
-                     f"{gap_text(g, 'undefined')} | "
-                     f"{measures['ece']:.3f} | {_share(measures['flip_rate'])} | {sided} |")
+    lines += _protocol_rows(m["protocols"])
     lines += ["", "## Quotes and cost", "", "| transcripts | arguments | quotes per argument | verified (all / correct "
               "side / wrong side) | unparseable quote tags | prompt tokens | completion tokens |", "|" + "---|" * 7]
     for label, per_seed in sorted(m["quotes"].items()):
@@ -242,11 +238,35 @@ def markdown(parts: dict, config, config_path: str) -> str:
         for reader, v in m["prior"].items():
             lines.append(f"| {reader} | {_accuracy(accuracy.get(reader))} | {v['base_rate']:.3f} | {v['mean_p']:.3f} | "
                          f"{'—' if v['auc'] is None else format(v['auc'], '.3f')} | {v['batch_calibrated']:.3f} |")
+        if m["calibrated"]:
+            lines += ["", "### Judge accuracy per protocol, batch-calibrated", "",
+                      "The table above's measures with every reader batch-calibrated first (per seed for protocols): "
+                      "a protocol that only moves the judge toward one answer text changes nothing here. The mean "
+                      "log-odds is fixed on all questions, so the intervals leave out its own noise.", "",
+                      "| judge | expert | protocol | seeds | alone | with protocol | expert alone | change | "
+                      "gap recovered | ECE | flips | judge sides with consultant (right / wrong side) |", "|" + "---|" * 12]
+            lines += _protocol_rows(m["calibrated"])
     else:
         lines += _overlap_section(m)
     lines += ["", "Wall time on this CPU per part: " + "; ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items())
               + "."]
     return "\n".join(lines) + "\n"
+
+
+def _protocol_rows(cells: dict) -> list[str]:
+    """One table row per (judge, expert, protocol) of merge's {cell: (measures, gap, seeds)}."""
+    from w2slab.report.table import gap_text, interval_text
+
+    lines = []
+    for (judge, expert, protocol), (measures, gap, seeds) in cells.items():
+        g, persuasion = gap["gap"], measures.get("persuasion")
+        sided = (f"{_share(persuasion['agree_when_correct'])} / {_share(persuasion['agree_when_incorrect'])}"
+                 if persuasion else "—")
+        lines.append(f"| {judge} | {expert} | {protocol} | {','.join(map(str, seeds))} | {g['floor']:.3f} | "
+                     f"{g['transfer']:.3f} | {g['ceiling']:.3f} | {interval_text(gap['change'])} | "
+                     f"{gap_text(g, 'undefined')} | "
+                     f"{measures['ece']:.3f} | {_share(measures['flip_rate'])} | {sided} |")
+    return lines
 
 
 def _overlap_section(m: dict) -> list[str]:

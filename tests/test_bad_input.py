@@ -38,6 +38,8 @@ def place(tmp_path, monkeypatch):
     (work / "si_tokens.toml").write_text('[max_tokens_per_task]\nmath = 200\n')
     (work / "items.jsonl").write_text('{"item_id": "a", "problem_id": "p", "description": "d", "code": "x = 1", '
                                       '"buggy": false, "critiques": {}}\n')
+    (work / "choice.jsonl").write_text('{"format": "choice", "item_id": "cosmos_qa/nope", "problem_id": "p", '
+                                       '"question": "q?", "answers": ["a", "b"], "correct": 0, "critiques": {}}\n')
     (work / "a_dir").mkdir()
     (work / "rt").mkdir()  # a red-team run's folder with a sheet already written
     (work / "rt/cases.jsonl").write_text('{"target": "t", "method": "zero_shot", "seed": 0, "test_case": "q a b", '
@@ -137,6 +139,8 @@ CASES = [
     (["oversight", "run", "--protocols", "debate,duel"], "unknown protocol(s) duel"),
     (["oversight", "run", "--seeds", "-1"], "--seeds"),
     (["oversight", "run", "crit.toml"], "unknown key(s) critic"),
+    (["oversight", "run", "--best-of", "0"], "--best-of"),
+    (["oversight", "run", "--best-of", "2", "--selector", "nosuchmodel", "--n-questions", "1"], "nosuchmodel"),
     # red teaming
     (["redteam", "run", "--threshold", "1.5"], "--threshold"),
     (["redteam", "run", "--methods", "zero_shot,jailbreak"], "unknown method(s) jailbreak"),
@@ -178,6 +182,12 @@ CASES = [
     (["judge", "serve", "--items", "ok.csv", "--experiment", "e"], "unreadable"),
     (["judge", "serve", "--items", "items.jsonl", "--experiment", "../e"], "not a safe name"),
     (["judge", "serve", "--items", "items.jsonl", "--experiment", "e", "--critique-share", "2"], "--critique-share"),
+    (["judge", "serve", "--items", "items.jsonl", "--experiment", "e", "--assistant", "smollm2"],
+     "needs 'choice' items"),
+    (["judge", "serve", "--items", "choice.jsonl", "--experiment", "e", "--assistant", "smollm2"],
+     "is not a question of task 'cosmos_qa'"),
+    (["judge", "serve", "--items", "choice.jsonl", "--experiment", "e", "--assistant-rounds", "0"],
+     "--assistant-rounds"),
 ]
 
 

@@ -162,6 +162,60 @@ def test_a_person_judges_oversight_questions_in_chromium(data_dir, tmp_path):
     assert all(r["buggy"] == truth[r["item_id"]] for r in rows)
 
 
+def test_a_person_asks_a_live_assistant_in_chromium(data_dir, cache_dir, tmp_path):
+    """Sandwiching with people: the person asks a real model that read the story one question per item, reads its
+    reply (quotes marked), and chooses; the page never shows the story itself, the reply stored is the model's own
+    (greedy, recomputed here), the verdict is condition 'sandwich', and a further question is refused."""
+    from contextlib import closing
+
+    from playwright.sync_api import sync_playwright
+
+    from w2slab.judging import LiveAssistant, passages_for
+    from w2slab.lm import load_lm
+    from w2slab.tasks.passages import load_passage_questions
+
+    questions = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=2)
+    items = [{"format": "choice", "item_id": q.qid, "problem_id": q.qid, "question": q.question,
+              "answers": list(q.answers), "correct": q.correct, "critiques": {}} for q in questions]
+    store = ResultsStore(tmp_path / "results.sqlite")
+    asked = ["Who is the story about?", "What happens at the end?"]
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        assistant = LiveAssistant(lm, passages_for(items, data_dir=data_dir), name="smollm2", rounds=1, max_tokens=40)
+        app = JudgingApp(items, store, experiment="people-sandwich", per_session=2, critique_share=1.0, seed=0,
+                         assistant=assistant)
+        with JudgingServer(app) as srv, sync_playwright() as p:
+            browser, page = _start_session(p, srv.url, "dana")
+            for question in asked:
+                page.wait_for_selector("#answer-a")
+                assert not any(q.passage[20:120] in page.content() for q in questions)  # the story is never shown
+                page.fill("#question", question)
+                page.click("#ask")
+                page.wait_for_selector(".reply")
+                assert page.locator("#question").count() == 0  # the item's one question is used
+                assert page.inner_text(".asked").endswith(question)
+                page.click("#choose-b")
+            page.wait_for_selector("#done")
+            browser.close()
+            with closing(store.connect()) as conn:
+                exchanges = conn.execute("SELECT a.item_id, e.question, e.reply FROM judge_exchanges e JOIN "
+                                         "judge_assignments a USING (token) ORDER BY a.position").fetchall()
+                token = conn.execute("SELECT token FROM judge_assignments LIMIT 1").fetchone()[0]
+            assert _post(srv.url + "/ask", {"item": token, "question": "And then?"}) == 409  # judged already
+        assert [e[1] for e in exchanges] == asked
+        assert all(reply == assistant.answer(item_id, question).text for item_id, question, reply in exchanges)
+    rows = store.query("judgements", experiment="people-sandwich")
+    assert sorted(r["condition"] for r in rows) == ["sandwich", "sandwich"] and {r["critic"] for r in rows} == {"smollm2"}
+    assert all(r["decision"] == 1 and r["meta"]["questions_asked"] == 1 for r in rows)
+    from w2slab.report import write_report
+    from w2slab.report.judging import people_oversight_table
+
+    [row] = people_oversight_table(rows)
+    truth = sum(q.correct == 1 for q in questions) / 2  # both verdicts chose B
+    assert (row["condition"], row["helper"], row["verdicts"], row["questions_asked"]) == ("sandwich", "smollm2", 2, 1)
+    assert row["accuracy"].startswith(f"{truth:.3f} [")
+    assert "Oversight: people as judges" in write_report(results_dir=tmp_path, experiment="people-sandwich").read_text()
+
+
 def _hh_cases(data_dir, n: int) -> list[dict]:
     """Reply rows like a red-team run's cases.jsonl, from real HH-RLHF conversations (first request, first reply)."""
     from w2slab.tasks.preference import _read_hh

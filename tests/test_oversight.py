@@ -1,5 +1,6 @@
 """Oversight protocols: quote verification on real transcripts, consultancy balance, a judge that never sees the
 passage, and a full two-round study end to end with the generation cache proving reuse."""
+import dataclasses
 import json
 
 import pytest
@@ -144,6 +145,34 @@ def test_a_constant_preference_for_yes_or_no_is_told_apart_from_reading(data_dir
         O.fixed_answer_prior(qs, np.ones(3))
 
 
+def test_best_of_n_keeps_the_argument_the_selector_finds_most_convincing(data_dir, cache_dir):
+    """Best-of-N: each argument is one of N real samples, the kept one has the selector's highest P(its side) —
+    recomputed here from the transcript — and sample 0 is the argument best_of = 1 writes (no new generation)."""
+    from w2slab.lm import load_lm
+    from w2slab.lm.cache import GenerationCache, cache_file
+
+    qs = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=2)
+    kwargs = dict(rounds=1, max_tokens=24, words=20, scoring="answers")
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        for protocol, n in (("consultancy", 3), ("debate", 2)):
+            best = O.run_protocol(protocol, qs, expert_lm=lm, best_of=n, selector_lm=lm, **kwargs)
+            for q, turns in zip(qs, best):
+                for turn in turns:  # one round, simultaneous: each argument was chosen with nothing before it
+                    assert len(turn.selector_p) == n and turn.selector_p[turn.chosen] == max(turn.selector_p)
+                    p = O.p_correct(lm, [q], [[turn]], both_orders=False, scoring="answers")["p"][0]
+                    assert (p if turn.side == q.correct else 1 - p) == pytest.approx(max(turn.selector_p), abs=1e-6)
+            counts = GenerationCache(cache_file(cache_dir)).counts()
+            single = O.run_protocol(protocol, qs, expert_lm=lm, **kwargs)
+            assert GenerationCache(cache_file(cache_dir)).counts() == counts  # sample 0 came from the cache
+            assert all(t.selector_p is None and t.chosen == 0 for ts in single for t in ts)
+            assert [t.text for ts, b in zip(single, best) for t, u in zip(ts, b) if u.chosen == 0] == \
+                [u.text for b in best for u in b if u.chosen == 0]
+        with pytest.raises(ConfigError, match="selector"):
+            O.run_protocol("debate", qs, expert_lm=lm, best_of=2)
+        with pytest.raises(ConfigError, match="best_of"):
+            O.run_protocol("debate", qs, expert_lm=lm, best_of=0)
+
+
 def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache_dir, tmp_path):
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
     from w2slab.lm.cache import GenerationCache, cache_file
@@ -181,6 +210,26 @@ def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache
         "debater for" in (report.parent / "transcripts.html").read_text()
 
 
+def test_a_best_of_n_study_gives_each_judge_the_arguments_it_chose(data_dir, cache_dir, tmp_path):
+    """With the judge as selector, consultancy transcripts are per judge, every kept turn carries its N selector
+    scores, and the rows are stored under keys of their own (beside a best_of = 1 run of the same experiment)."""
+    from w2slab.feedback.oversight_run import OversightConfig, run_oversight
+    from w2slab.runner.store import ResultsStore
+
+    config = OversightConfig(experiment="ov-best", task="boolq", n_questions=2, judges=("smollm2",),
+                             experts=("smollm2",), protocols=("consultancy",), rounds=1, seeds=(0,), max_tokens=24,
+                             words=20, judge_scoring="answers", best_of=2)
+    result = run_oversight(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    assert set(result["quotes"]) == {"consultancy:smollm2:smollm2"}  # chosen by the judge: per judge
+    lines = [json.loads(x) for x in (tmp_path / "oversight/ov-best/transcripts.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(len(t["turns"][0]["selector_p"]) == 2 for t in lines)
+    run_oversight(dataclasses.replace(config, best_of=1), results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    rows = ResultsStore(tmp_path / "results.sqlite").query("judgements", experiment="ov-best")
+    assert len([r for r in rows if r["condition"] == "consultancy"]) == 2 * 2  # both runs kept, none overwritten
+    best = [s for s in ResultsStore(tmp_path / "results.sqlite").query("summaries", experiment="ov-best")]
+    assert sorted(s["result"]["best_of"] for s in best) == [1, 2]
+
+
 def test_config_is_checked(data_dir):
     from w2slab.feedback.oversight_run import OversightConfig
 
@@ -192,5 +241,7 @@ def test_config_is_checked(data_dir):
         OversightConfig(protocols=("debate", "duel"))
     with pytest.raises(ConfigError, match="judge_scoring"):
         OversightConfig(judge_scoring="letter")
+    with pytest.raises(ConfigError, match="best_of"):
+        OversightConfig(best_of=0)
     with pytest.raises(ConfigError, match="rounds"):
         O.run_protocol("debate", [], expert_lm=None, rounds=0)

@@ -69,7 +69,11 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
     serve.add_argument("--per-session", type=positive_int, default=20, help="items per person")
     serve.add_argument("--critique-share", type=unit_interval, default=0.5,
                        help="share of a session's items shown with an AI critique (audit sheets have none)")
-    add_dirs(serve, cache=False, results=True)
+    serve.add_argument("--assistant", help="sandwiching with people: this model reads the story and answers the "
+                                           "person's questions (oversight items only; a zoo decoder)")
+    serve.add_argument("--assistant-rounds", type=positive_int, default=2,
+                       help="questions a person may ask the assistant per item")
+    add_dirs(serve, data=True, results=True)
 
     selfimprove = sub.add_parser("selfimprove", help="train a model on its own majority votes, round by round")
     ssub = selfimprove.add_subparsers(dest="action", required=True)
@@ -107,6 +111,10 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
     orun.add_argument("--max-tokens", type=positive_int, help="argument length cap in tokens")
     orun.add_argument("--judge-scoring", choices=("letters", "answers"),
                       help="letters: log P('A') vs P('B'), both orders; answers: each answer's text scored, no slots")
+    orun.add_argument("--best-of", type=positive_int,
+                      help="best-of-N arguments: sample N per consultancy/debate argument, keep the most convincing")
+    orun.add_argument("--selector", help="who picks among the N: 'judge' (each judge, by its own scoring; default) or "
+                                         "a model that scores like a judge")
     add_dirs(orun, data=True, results=True)
 
     redteam = sub.add_parser("redteam", help="a red LM writes test cases, targets reply, a measured classifier flags")
@@ -281,7 +289,8 @@ def cmd_oversight(args) -> None:
     from .paths import results_dir
 
     overrides = {k: getattr(args, k) for k in ("experiment", "task", "n_questions", "judges", "experts", "protocols",
-                                               "rounds", "sequential", "seeds", "max_tokens", "judge_scoring")}
+                                               "rounds", "sequential", "seeds", "max_tokens", "judge_scoring", "best_of",
+                                               "selector")}
     config = (OversightConfig.from_toml(args.config, **overrides) if args.config else
               OversightConfig(**{k: v for k, v in overrides.items() if v is not None}))
     result = run_oversight(config, results_dir=args.results_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,
@@ -428,14 +437,26 @@ def cmd_judge(args) -> None:
 
     items = read_items(args.items)
     store = ResultsStore(results_dir(args.results_dir) / "results.sqlite")
-    app = JudgingApp(items, store, experiment=args.experiment, per_session=args.per_session,
-                     critique_share=args.critique_share)
-    server = JudgingServer(app, port=args.port)
-    print(f"judging page at {server.url}/ ({len(items)} items; judgements go to {store.path}; Ctrl-C to stop)",
-          flush=True)
+    assistant = None
+    if args.assistant:
+        from .judging import LiveAssistant, passages_for
+        from .lm import load_lm
+
+        questions = passages_for(items, data_dir=args.data_dir)
+        assistant = LiveAssistant(load_lm(args.assistant, cache=args.cache_dir), questions, name=args.assistant,
+                                  rounds=args.assistant_rounds)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        app = JudgingApp(items, store, experiment=args.experiment, per_session=args.per_session,
+                         critique_share=args.critique_share, assistant=assistant)
+        server = JudgingServer(app, port=args.port)
+        print(f"judging page at {server.url}/ ({len(items)} items; judgements go to {store.path}; Ctrl-C to stop)",
+              flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
     finally:
-        server.close()
+        if assistant is not None:
+            assistant.lm.close()

@@ -20,6 +20,11 @@ Judges decide from log-probabilities, scored one of two ways (``scoring``):
   answers  each answer's own text as the reply to the question (mean log-prob per token, the two compared by a
            softmax): no answer slots, so no position bias, at the price of one scored token per answer token.
 Nothing the judge sees contains the passage — a test checks it.
+
+Best-of-N arguments (Khan et al. 2024): with ``best_of`` N > 1 each consultant's or debater's argument is sampled N
+times and the one kept is the one a selector LM, scoring like a judge (without the passage), finds most convincing:
+the highest P(the argued answer) given the transcript so far plus that argument. Sample 0 is the argument best_of = 1
+writes, so raising N reuses the cache.
 """
 from __future__ import annotations
 
@@ -73,6 +78,8 @@ class Turn:
     unparseable_quotes: int
     prompt_tokens: int
     completion_tokens: int
+    selector_p: list[float] | None = None  # best-of-N: the selector's P(side) for each sample; the kept one is the max
+    chosen: int = 0  # best-of-N: the index of the sample kept
 
 
 def _options(q: PassageQuestion, swap: bool = False) -> tuple[str, str]:
@@ -189,9 +196,36 @@ def _turns(lm, requests, speakers, sides, questions) -> list[Turn]:
 
     out = []
     for generations, speaker, side, q in zip(generate_in_chunks(lm, requests), speakers, sides, questions):
-        g = generations[0]
-        shown, quotes, bad = verify_quotes(g.text, q.passage)
-        out.append(Turn(speaker, side, g.text.strip(), shown.strip(), quotes, bad, g.prompt_tokens, g.completion_tokens))
+        out.append(turn_from(generations[0], speaker, side, q))
+    return out
+
+
+def turn_from(g, speaker: str, side: int | None, q: PassageQuestion) -> Turn:
+    """A generation ``g`` as a Turn of ``speaker`` for ``side``, its quotes checked against ``q``'s passage."""
+    shown, quotes, bad = verify_quotes(g.text, q.passage)
+    return Turn(speaker, side, g.text.strip(), shown.strip(), quotes, bad, g.prompt_tokens, g.completion_tokens)
+
+
+def _best_turns(lm, requests, speaker, sides, questions, so_far, *, selector_lm, scoring: str,
+                both_orders: bool) -> list[Turn]:
+    """Best-of-N arguments: every request's N samples as candidate turns; per question the one kept maximises
+    ``selector_lm``'s P(the argued side) after ``so_far`` (the turns the speaker saw) plus the candidate. Its
+    tokens count all N samples (the selector's scoring is not counted in tokens)."""
+    from ..lm import generate_in_chunks
+
+    candidates = [[turn_from(g, speaker, side, q) for g in generations]
+                  for generations, side, q in zip(generate_in_chunks(lm, requests), sides, questions)]
+    flat_q = [q for q, c in zip(questions, candidates) for _ in c]
+    flat_t = [list(seen) + [turn] for seen, c in zip(so_far, candidates) for turn in c]
+    p = p_correct(selector_lm, flat_q, flat_t, both_orders=both_orders, scoring=scoring)["p"]
+    out, start = [], 0
+    for q, side, c in zip(questions, sides, candidates):
+        p_side = [float(x if side == q.correct else 1 - x) for x in p[start:start + len(c)]]
+        start += len(c)
+        best = int(np.argmax(p_side))  # ties: the earliest sample
+        out.append(dataclasses.replace(c[best], selector_p=p_side, chosen=best,
+                                       prompt_tokens=sum(t.prompt_tokens for t in c),
+                                       completion_tokens=sum(t.completion_tokens for t in c)))
     return out
 
 
@@ -206,42 +240,50 @@ def consultant_sides(questions: list[PassageQuestion], seed: int) -> list[int]:
 
 def run_protocol(protocol: str, questions: list[PassageQuestion], *, expert_lm, judge_lm=None, rounds: int = 2,
                  sequential: bool = False, seed: int = 0, temperature: float = 0.7, max_tokens: int = 120,
-                 words: int = 60) -> list[list[Turn]]:
+                 words: int = 60, best_of: int = 1, selector_lm=None, scoring: str = "answers",
+                 both_orders: bool = False) -> list[list[Turn]]:
     """Transcripts of ``protocol`` ('consultancy', 'debate' or 'sandwich') for every question, round by round
     (each round one batch of requests, so a cached LM stores each finished round). ``judge_lm`` writes the
-    sandwich questions."""
+    sandwich questions. ``best_of`` > 1: each consultancy or debate argument is the best of that many samples by
+    ``selector_lm`` (required then), which scores by ``scoring`` (and ``both_orders``) as a judge does."""
     from ..lm import GenerationRequest
 
     if protocol not in TRANSCRIPT_PROTOCOLS:
         raise ConfigError(f"protocol must be one of {', '.join(TRANSCRIPT_PROTOCOLS)}, got {protocol!r}")
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
         raise ConfigError(f"rounds must be an integer >= 1, got {rounds!r}")
+    if not isinstance(best_of, int) or isinstance(best_of, bool) or best_of < 1:
+        raise ConfigError(f"best_of must be an integer >= 1, got {best_of!r}")
+    if best_of > 1 and selector_lm is None:
+        raise ConfigError("best-of-N arguments need a selector LM to choose among the samples")
     if protocol == "sandwich" and judge_lm is None:
         raise ConfigError("sandwiching needs the judge's LM: the judge writes the questions")
     transcripts: list[list[Turn]] = [[] for _ in questions]
     sides = consultant_sides(questions, seed)
 
-    def request(messages, r, who):
-        return GenerationRequest(messages=messages, n=1, temperature=temperature, max_tokens=max_tokens,
+    def request(messages, r, who, n=1):
+        return GenerationRequest(messages=messages, n=n, temperature=temperature, max_tokens=max_tokens,
                                  seed=seed * 1000 + r * 10 + who)
+
+    def argue(role, arguing, seen, r, who):
+        """One argument per question for side ``arguing[i]`` after the turns ``seen[i]``."""
+        requests = [request(argument_messages(q, side, t, role=role, words=words), r, who, n=best_of)
+                    for q, side, t in zip(questions, arguing, seen)]
+        if best_of == 1:
+            return _turns(expert_lm, requests, [role] * len(questions), arguing, questions)
+        return _best_turns(expert_lm, requests, role, arguing, questions, seen, selector_lm=selector_lm,
+                           scoring=scoring, both_orders=both_orders)
 
     for r in range(rounds):
         if protocol == "consultancy":
-            new = _turns(expert_lm, [request(argument_messages(q, s, t, role="consultant", words=words), r, 0)
-                                     for q, s, t in zip(questions, sides, transcripts)],
-                         ["consultant"] * len(questions), sides, questions)
-            for t, turn in zip(transcripts, new):
+            for t, turn in zip(transcripts, argue("consultant", sides, transcripts, r, 0)):
                 t.append(turn)
         elif protocol == "debate":
             seen = [list(t) for t in transcripts]  # simultaneous: both sides see the earlier rounds only
-            first = _turns(expert_lm, [request(argument_messages(q, 0, s, role="debater", words=words), r, 0)
-                                       for q, s in zip(questions, seen)], ["debater"] * len(questions),
-                           [0] * len(questions), questions)
+            first = argue("debater", [0] * len(questions), seen, r, 0)
             if sequential:
                 seen = [s + [f] for s, f in zip(seen, first)]
-            second = _turns(expert_lm, [request(argument_messages(q, 1, s, role="debater", words=words), r, 1)
-                                        for q, s in zip(questions, seen)], ["debater"] * len(questions),
-                            [1] * len(questions), questions)
+            second = argue("debater", [1] * len(questions), seen, r, 1)
             for t, a, b in zip(transcripts, first, second):
                 t += [a, b]
         else:
@@ -325,25 +367,49 @@ def accuracy_by_overlap(questions: list[PassageQuestion], p, *, n_boot: int = 20
     return out
 
 
-def fixed_answer_prior(questions: list[PassageQuestion], p) -> dict | None:
-    """When every question has the same two answer texts (BoolQ: "Yes" and "No"), a reader's constant preference for
-    one text moves its accuracy as much as what it read. For P(correct) ``p`` (n,) this separates the two: {"answer":
-    the first text X in sorted order, "base_rate": share of questions where X is correct, "mean_p": mean P(X), "auc":
-    AUC of P(X) for X being correct (threshold-free: 0.5 = no information), "batch_calibrated": accuracy once the mean
-    log-odds of X over the questions is subtracted (batch calibration, Zhou et al. 2023)}. None when the answer texts
-    vary (CosmosQA, QuAIL), where no single prior exists."""
-    from sklearn.metrics import roc_auc_score
-
+def _first_answer_log_odds(questions: list[PassageQuestion], p) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(the first answer text X in sorted order, is_x (n,) bool: X is correct, log-odds of X with ``p``'s shape) for
+    P(correct) ``p`` (n,) or (n_seeds, n); None when the questions do not share one pair of answer texts."""
     texts = sorted({a for q in questions for a in q.answers})
     if len(texts) != 2:
         return None
     p = np.asarray(p, dtype=float)
-    if p.shape != (len(questions),):
+    if p.shape[-1:] != (len(questions),) or p.ndim > 2:
         raise ConfigError(f"{len(questions)} questions but probabilities of shape {p.shape}")
     is_x = np.array([q.correct_answer == texts[0] for q in questions])
     p_x = np.clip(np.where(is_x, p, 1 - p), 1e-9, 1 - 1e-9)
-    log_odds = np.log(p_x) - np.log1p(-p_x)
-    centred = log_odds - log_odds.mean()
-    return {"answer": texts[0], "base_rate": float(is_x.mean()), "mean_p": float(p_x.mean()),
+    return texts[0], is_x, np.log(p_x) - np.log1p(-p_x)
+
+
+def batch_calibrated(questions: list[PassageQuestion], p) -> np.ndarray | None:
+    """P(correct) ``p`` (n,) or (n_seeds, n) after batch calibration (Zhou et al. 2023), for questions that share one
+    pair of answer texts (BoolQ): each row's mean log-odds of one text over the questions is subtracted, which
+    removes a constant preference for that text and keeps what varies between questions. Same shape as ``p``; None
+    when the answer texts vary. The mean is taken over the questions given (a property of the batch, not of one
+    question)."""
+    split = _first_answer_log_odds(questions, p)
+    if split is None:
+        return None
+    _, is_x, log_odds = split
+    p_x = 1.0 / (1.0 + np.exp(-(log_odds - log_odds.mean(-1, keepdims=True))))
+    return np.where(is_x, p_x, 1 - p_x)
+
+
+def fixed_answer_prior(questions: list[PassageQuestion], p) -> dict | None:
+    """When every question has the same two answer texts (BoolQ: "Yes" and "No"), a reader's constant preference for
+    one text moves its accuracy as much as what it read. For P(correct) ``p`` (n,) this separates the two: {"answer":
+    the first text X in sorted order, "base_rate": share of questions where X is correct, "mean_p": mean P(X), "auc":
+    AUC of P(X) for X being correct (threshold-free: 0.5 = no information), "batch_calibrated": accuracy after
+    :func:`batch_calibrated`}. None when the answer texts vary (CosmosQA, QuAIL), where no single prior exists."""
+    from sklearn.metrics import roc_auc_score
+
+    if np.ndim(p) != 1:
+        raise ConfigError(f"{len(questions)} questions but probabilities of shape {np.shape(p)}")
+    split = _first_answer_log_odds(questions, p)
+    if split is None:
+        return None
+    answer, is_x, log_odds = split
+    p_x = 1.0 / (1.0 + np.exp(-log_odds))
+    return {"answer": answer, "base_rate": float(is_x.mean()), "mean_p": float(p_x.mean()),
             "auc": float(roc_auc_score(is_x, log_odds)) if 0 < is_x.sum() < len(is_x) else None,
-            "batch_calibrated": float(((centred > 0) == is_x).mean())}
+            "batch_calibrated": float((batch_calibrated(questions, p) >= 0.5).mean())}

@@ -31,7 +31,10 @@ class OversightConfig:
     arguments, ``sequential`` debate or simultaneous; ``seeds`` (sampling, and which consultants are honest);
     arguments at ``temperature``, at most ``max_tokens`` tokens and about ``words`` words; ``judge_scoring``:
     "letters" (log P("A") vs P("B"); ``both_orders``: also with the answers swapped) or "answers" (each answer's
-    text scored, no slots) — for judges and the expert alone alike; ``item_seed``: distractors and positions."""
+    text scored, no slots) — for judges and the expert alone alike; ``item_seed``: distractors and positions;
+    ``best_of``: each consultancy and debate argument is the best of that many samples, by ``selector``'s scoring:
+    "judge" (each judge picks the arguments it will read: transcripts per judge) or a model name (one selector, the
+    same transcripts for every judge)."""
 
     experiment: str = "oversight"
     task: str = "cosmos_qa"
@@ -48,6 +51,8 @@ class OversightConfig:
     both_orders: bool = True
     judge_scoring: str = "letters"
     item_seed: int = 0
+    best_of: int = 1
+    selector: str = "judge"
 
     def __post_init__(self) -> None:
         check_safe_name(self.experiment, "experiment")
@@ -59,10 +64,12 @@ class OversightConfig:
         unknown = sorted(set(self.protocols) - set(O.PROTOCOLS))
         if unknown:
             raise ConfigError(f"unknown protocol(s) {', '.join(unknown)} (known: {', '.join(O.PROTOCOLS)})")
-        for name in ("n_questions", "rounds", "max_tokens", "words"):
+        for name in ("n_questions", "rounds", "max_tokens", "words", "best_of"):
             check_int_at_least(getattr(self, name), name, 1)
         if self.judge_scoring not in O.JUDGE_SCORING:
             raise ConfigError(f"judge_scoring must be one of {', '.join(O.JUDGE_SCORING)}, got {self.judge_scoring!r}")
+        if not isinstance(self.selector, str) or not self.selector:
+            raise ConfigError(f"selector must be 'judge' or a model name, got {self.selector!r}")
         if not 0 <= self.temperature < 10:
             raise ConfigError(f"temperature must be in [0, 10), got {self.temperature!r}")
 
@@ -70,6 +77,11 @@ class OversightConfig:
     def from_toml(cls, path: str | Path, **overrides) -> "OversightConfig":
         """Read a TOML file of these fields (unknown keys refused, named); ``overrides`` that are not None win."""
         return config_from_toml(cls, path, **overrides)
+
+    def per_judge(self, protocol: str) -> bool:
+        """Whether ``protocol``'s transcripts depend on the judge: sandwiching (the judge asks), and best-of-N
+        arguments chosen by the judge itself."""
+        return protocol == "sandwich" or (self.best_of > 1 and self.selector == "judge")
 
 
 def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, cache_dir=None,
@@ -95,6 +107,17 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
             lms[name] = load_lm(name, progress=progress, cache=cache_dir)
         return lms[name]
 
+    def arguments(protocol: str, expert: str, judge: str | None, seed: int) -> list:
+        """The transcripts of one (protocol, expert, seed); ``judge``: the judge who asks (sandwich) or selects."""
+        selector = None
+        if config.best_of > 1 and protocol != "sandwich":
+            selector = lm_for(judge if config.selector == "judge" else config.selector)
+        return O.run_protocol(protocol, questions, expert_lm=lm_for(expert), judge_lm=judge and lm_for(judge),
+                              rounds=config.rounds, sequential=config.sequential, seed=seed,
+                              temperature=config.temperature, max_tokens=config.max_tokens, words=config.words,
+                              best_of=config.best_of if protocol != "sandwich" else 1, selector_lm=selector,
+                              scoring=config.judge_scoring, both_orders=config.both_orders)
+
     transcripts: dict[tuple, list] = {}  # (protocol, expert, judge or "", seed) → transcripts
     seconds: dict[str, float] = {}
     p_correct = {"blind": {}, "expert": {}, "protocols": {}}
@@ -102,6 +125,8 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
            "tokens": {}, "seconds": seconds, "p_correct": p_correct}
     rows, summaries = [], []
     try:
+        if config.best_of > 1 and config.selector != "judge":
+            lm_for(config.selector)  # an unknown selector fails before any compute
         for expert in config.experts:
             start = time.perf_counter()
             alone = O.p_correct(lm_for(expert), questions, [None] * len(questions), both_orders=config.both_orders,
@@ -110,12 +135,10 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
             p_correct["expert"][expert] = _listed(alone["p"])
             rows += _rows(config, created, questions, expert, "expert", expert, [0], alone["p"][None, :])
             for protocol in ("consultancy", "debate"):
-                if protocol not in config.protocols:
+                if protocol not in config.protocols or config.per_judge(protocol):
                     continue
                 for seed in config.seeds:
-                    transcripts[(protocol, expert, "", seed)] = O.run_protocol(
-                        protocol, questions, expert_lm=lm_for(expert), rounds=config.rounds, sequential=config.sequential,
-                        seed=seed, temperature=config.temperature, max_tokens=config.max_tokens, words=config.words)
+                    transcripts[(protocol, expert, "", seed)] = arguments(protocol, expert, None, seed)
             seconds[f"expert:{expert}"] = time.perf_counter() - start
         for judge in config.judges:
             start = time.perf_counter()
@@ -129,12 +152,9 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
                 for protocol in [p for p in O.TRANSCRIPT_PROTOCOLS if p in config.protocols]:
                     per_seed = []
                     for seed in config.seeds:
-                        key = (protocol, expert, judge if protocol == "sandwich" else "", seed)
+                        key = (protocol, expert, judge if config.per_judge(protocol) else "", seed)
                         if key not in transcripts:
-                            transcripts[key] = O.run_protocol(
-                                protocol, questions, expert_lm=lm_for(expert), judge_lm=lm_for(judge),
-                                rounds=config.rounds, seed=seed, temperature=config.temperature,
-                                max_tokens=config.max_tokens, words=config.words)
+                            transcripts[key] = arguments(protocol, expert, judge, seed)
                         per_seed.append(O.p_correct(lm_for(judge), questions, transcripts[key],
                                                     both_orders=config.both_orders, scoring=config.judge_scoring))
                     p = np.stack([s["p"] for s in per_seed])  # (n_seeds, n)
@@ -235,7 +255,7 @@ def _rows(config, created, questions, judge, protocol, expert, seeds, p) -> list
             p_b = float(p_q if q.correct == 1 else 1 - p_q)
             rows.append({"judgement_key": stable_hash([config.experiment, q.qid, judge, protocol, expert, seed,
                                                        config.rounds, config.both_orders,
-                                                       *_scoring_key(config)]),
+                                                       *_scoring_key(config, protocol)]),
                          "experiment": config.experiment, "created_at": created, "item_id": q.qid,
                          "problem_id": q.qid, "judge": judge, "judge_kind": "model", "condition": protocol,
                          "critic": expert, "seed": int(seed), "buggy": int(q.correct), "p_buggy": p_b,
@@ -244,22 +264,28 @@ def _rows(config, created, questions, judge, protocol, expert, seeds, p) -> list
     return rows
 
 
-def _scoring_key(config) -> list[str]:
-    """The judge scoring as part of a row key; empty for letters, so rows stored before the option keep their keys."""
-    return [] if config.judge_scoring == "letters" else [config.judge_scoring]
+def _scoring_key(config, protocol: str) -> list[str]:
+    """The judge scoring and best-of-N (for the protocols it changes) as part of a row key; empty for letters and
+    best_of = 1, so rows stored before these options keep their keys."""
+    key = [] if config.judge_scoring == "letters" else [config.judge_scoring]
+    if config.best_of > 1 and protocol in ("consultancy", "debate"):
+        key += [f"best_of={config.best_of}", f"selector={config.selector}"]
+    return key
 
 
 def _summary(config, created, judge, expert, protocol, gap) -> dict:
     g = gap["gap"]
+    best_of = config.best_of if protocol in ("consultancy", "debate") else 1
     return {"summary_key": stable_hash([config.experiment, config.task, judge, expert, protocol, config.rounds,
-                                        *_scoring_key(config)]),
+                                        *_scoring_key(config, protocol)]),
             "experiment": config.experiment, "created_at": created, "task": f"oversight/{config.task}", "weak": judge,
             "strong": f"{expert}-alone", "loss": f"{protocol}:{expert}", "strong_to_strong": 0, "floor": g["floor"],
             "transfer": g["transfer"], "ceiling": g["ceiling"], "pgr": g["pgr"],
             "pgr_low": g["pgr_ci"][0] if g["pgr_ci"] else None, "pgr_high": g["pgr_ci"][1] if g["pgr_ci"] else None,
             "defined": int(g["defined"]), "reason": g["reason"],
             "result": {"protocol": "oversight", "judge": judge, "expert": expert, "oversight_protocol": protocol,
-                       "rounds": config.rounds, "sequential": config.sequential, "gap": g,
+                       "rounds": config.rounds, "sequential": config.sequential, "best_of": best_of,
+                       "selector": config.selector if best_of > 1 else None, "gap": g,
                        "change": gap["change"]}}
 
 
@@ -271,7 +297,7 @@ def _write_items(path: Path, questions, transcripts: dict) -> None:
     with atomic_path(path) as tmp:
         with tmp.open("w", encoding="utf-8") as f:
             for i, q in enumerate(questions):
-                shown = {f"{protocol}:{expert}": O.transcript_text(q, ts[i])
+                shown = {f"{protocol}:{expert}" + (f":{judge}" if judge else ""): O.transcript_text(q, ts[i])
                          for (protocol, expert, judge, seed), ts in sorted(transcripts.items())
                          if protocol in ("consultancy", "debate") and seed == first_seed}
                 f.write(json.dumps({"format": "choice", "item_id": q.qid, "problem_id": q.qid, "question": q.question,

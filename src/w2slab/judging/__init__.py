@@ -1,4 +1,6 @@
-"""The local web page for human judges (see :mod:`.server`)."""
+"""The local web page for human judges (see :mod:`.server`), and a live assistant for sandwiching with people
+(:mod:`.assistant`)."""
+from .assistant import LiveAssistant, passages_for
 from .server import JudgingApp, JudgingServer, read_items
 
-__all__ = ["JudgingApp", "JudgingServer", "read_items"]
+__all__ = ["JudgingApp", "JudgingServer", "LiveAssistant", "passages_for", "read_items"]

@@ -19,7 +19,7 @@ from ..paths import results_dir as resolve_results_dir
 from ..runner.store import ResultsStore
 from . import figures
 from .cai import cai_table
-from .judging import critique_gap_table, is_feedback, judge_table, oversight_table
+from .judging import critique_gap_table, is_feedback, judge_table, oversight_table, people_oversight_table
 from .redteam import attack_table, classifier_table, success_vs_diversity
 from .selfimprove import round_table, selfimprove_figures, selfimprove_gap_table
 
@@ -172,7 +172,8 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
               "critique_gaps": critique_gap_table(protocol("critiques")), "judges": judge_table(judgements),
               "selfimprove_gaps": selfimprove_gap_table(protocol("selfimprove")),
               "selfimprove_rounds": round_table(rounds),
-              "oversight": oversight_table(protocol("oversight")), "attacks": attack_table(attacks),
+              "oversight": oversight_table(protocol("oversight")),
+              "people_oversight": people_oversight_table(judgements), "attacks": attack_table(attacks),
               "harm_classifiers": classifier_table(attacks), "cai": cai_table(protocol("cai"))}
     images = []
     for t in sorted({s["task"] for s in summaries}):
@@ -320,6 +321,13 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
              "model answering with the passage. change: paired over questions and seeds; gap recovered = (with − "
              "alone) / (expert − alone), same bootstrap and 'undefined' rule as PGR. Transcripts (generated text, may "
              "be wrong or offensive): <a href=\"transcripts.html\">transcripts.html</a>."),
+        ]
+    if tables.get("people_oversight"):
+        sections += [
+            ("Oversight: people as judges", "people_oversight",
+             "Verdicts from the local judging page on the same questions (no passage): blind, after an AI transcript "
+             "(consultancy, debate), or after questioning a live assistant that read the story (sandwich). Accuracy "
+             "with a 95% bootstrap over verdicts; conditions are not paired (a person sees an item once)."),
         ]
     if tables.get("cai"):
         sections += [

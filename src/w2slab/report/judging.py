@@ -1,6 +1,7 @@
 """Report tables for judged items: the gap a critique recovers (summaries rows of protocol 'critiques'), every
 judge's accuracy, catch rate and false alarms — people and models side by side — from the judgements table, and
-judge accuracy per oversight protocol (summaries rows of protocol 'oversight')."""
+judge accuracy per oversight protocol (summaries rows of protocol 'oversight'), and people's accuracy on oversight
+questions per kind of help (judgements rows)."""
 from __future__ import annotations
 
 import numpy as np
@@ -61,4 +62,34 @@ def judge_table(judgements: list[dict]) -> list[dict]:
                      "catch_rate": round(float(called[buggy].mean()), 4) if buggy.any() else None,
                      "false_alarm": round(float(called[~buggy].mean()), 4) if (~buggy).any() else None,
                      "median_seconds": round(float(np.median(seconds)), 1) if seconds else None})
+    return rows
+
+
+OVERSIGHT_CONDITIONS = ("blind", "consultancy", "debate", "sandwich")
+
+
+def people_oversight_table(judgements: list[dict], *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """People on oversight questions (the judging page): one row per (experiment, condition, critic) of human
+    verdicts — people, verdicts, items, accuracy with a 95% bootstrap interval over verdicts, median seconds per item,
+    and for sandwiching the mean number of questions asked. Conditions are not paired: a person sees an item once."""
+    groups: dict[tuple, list[dict]] = {}
+    for j in judgements:
+        if j["judge_kind"] == "human" and j["condition"] in OVERSIGHT_CONDITIONS:
+            groups.setdefault((j["experiment"], j["condition"], j["critic"]), []).append(j)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (experiment, condition, critic), js in sorted(groups.items(), key=lambda g: (
+            g[0][0], OVERSIGHT_CONDITIONS.index(g[0][1]), g[0][2])):
+        correct = np.array([j["decision"] == j["buggy"] for j in js], dtype=float)
+        boots = correct[rng.integers(0, len(correct), (n_boot, len(correct)))].mean(1)
+        seconds = [j["seconds"] for j in js if j["seconds"] is not None]
+        asked = [j["meta"].get("questions_asked") for j in js if isinstance(j["meta"], dict)]
+        asked = [a for a in asked if a is not None]
+        rows.append({"experiment": experiment, "condition": condition, "helper": critic or "-",
+                     "people": len({j["judge"] for j in js}), "verdicts": len(js),
+                     "items": len({j["item_id"] for j in js}),
+                     "accuracy": f"{correct.mean():.3f} [{np.percentile(boots, 2.5):.3f}, "
+                                 f"{np.percentile(boots, 97.5):.3f}]",
+                     "median_seconds": round(float(np.median(seconds)), 1) if seconds else None,
+                     "questions_asked": round(float(np.mean(asked)), 2) if asked else None})
     return rows
