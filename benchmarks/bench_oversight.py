@@ -123,9 +123,10 @@ def _calibrated_protocols(questions, blind, expert, cells) -> dict:
     for (judge, exp, protocol), by_seed in sorted(cells.items()):
         seeds = sorted(by_seed)
         p = batch_calibrated(questions, [by_seed[s]["p"] for s in seeds])
-        out[(judge, exp, protocol)] = protocol_measures(
-            questions, protocol, seeds, batch_calibrated(questions, blind[judge][0]), p,
-            batch_calibrated(questions, expert[exp][0]), [by_seed[s]["flip_rate"] for s in seeds])
+        measures, gap = protocol_measures(questions, protocol, seeds, batch_calibrated(questions, blind[judge][0]), p,
+                                          batch_calibrated(questions, expert[exp][0]),
+                                          [by_seed[s]["flip_rate"] for s in seeds])
+        out[(judge, exp, protocol)] = (measures, gap, seeds)
     return out
 
 
