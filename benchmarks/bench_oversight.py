@@ -20,6 +20,7 @@ import time
 
 from common import MEASURED, OUT, ROOT, part_key, parts_overlap, relative, save
 from w2slab.feedback.oversight import PROTOCOLS
+from w2slab.report.table import interval_text
 
 RESULTS = OUT / "oversight-results"
 
@@ -109,6 +110,29 @@ def merge(parts: dict, config) -> dict:
     out["overlap"] = _by_overlap(questions, blind, expert, cells)
     out["prior"] = _fixed_answer_prior(questions, blind, expert, cells)
     out["calibrated"] = _calibrated_protocols(questions, blind, expert, cells) if out["prior"] else None
+    out["vs_consultancy"] = _debate_vs_consultancy(questions, cells, calibrate=bool(out["prior"]))
+    return out
+
+
+def _debate_vs_consultancy(questions, cells, *, calibrate: bool) -> dict:
+    """{(judge, expert): {"seeds", "raw", "calibrated"}}: debate's accuracy minus consultancy's for one judge and
+    expert, paired over questions and the seeds both ran (oversight_run.paired_change); "calibrated" after batch
+    calibration of each (None unless ``calibrate``)."""
+    import numpy as np
+
+    from w2slab.feedback.oversight import batch_calibrated
+    from w2slab.feedback.oversight_run import paired_change
+
+    out = {}
+    for (judge, exp, protocol), debate in sorted(cells.items()):
+        consultancy = cells.get((judge, exp, "consultancy"))
+        seeds = sorted(set(debate) & set(consultancy or {}))
+        if protocol != "debate" or not seeds:
+            continue
+        p_c, p_d = (np.array([by_seed[s]["p"] for s in seeds]) for by_seed in (consultancy, debate))
+        out[(judge, exp)] = {"seeds": seeds, "raw": paired_change(p_c, p_d),
+                             "calibrated": paired_change(batch_calibrated(questions, p_c),
+                                                         batch_calibrated(questions, p_d)) if calibrate else None}
     return out
 
 
@@ -212,6 +236,16 @@ def markdown(parts: dict, config, config_path: str) -> str:
               "noise.", "", "| judge | expert | protocol | seeds | alone | with protocol | expert alone | change | "
               "gap recovered | ECE | flips | judge sides with consultant (right / wrong side) |", "|" + "---|" * 12]
     lines += _protocol_rows(m["protocols"])
+    if m["vs_consultancy"]:
+        calibrated = any(v["calibrated"] for v in m["vs_consultancy"].values())
+        lines += ["", "## Debate against consultancy", "", "Debate's accuracy minus consultancy's for the same judge "
+                  "and expert, paired over questions and seeds (95% bootstrap)"
+                  + ("; batch-calibrated: both after batch calibration (see below)" if calibrated else "") + ".", "",
+                  "| judge | expert | seeds | debate − consultancy |" + (" batch-calibrated |" if calibrated else ""),
+                  "|" + "---|" * (5 if calibrated else 4)]
+        for (judge, expert), v in m["vs_consultancy"].items():
+            lines.append(f"| {judge} | {expert} | {','.join(map(str, v['seeds']))} | {interval_text(v['raw'])} |"
+                         + (f" {interval_text(v['calibrated'])} |" if calibrated else ""))
     lines += ["", "## Quotes and cost", "", "| transcripts | arguments | quotes per argument | verified (all / correct "
               "side / wrong side) | unparseable quote tags | prompt tokens | completion tokens |", "|" + "---|" * 7]
     for label, per_seed in sorted(m["quotes"].items()):
@@ -256,7 +290,7 @@ def markdown(parts: dict, config, config_path: str) -> str:
 
 def _protocol_rows(cells: dict) -> list[str]:
     """One table row per (judge, expert, protocol) of merge's {cell: (measures, gap, seeds)}."""
-    from w2slab.report.table import gap_text, interval_text
+    from w2slab.report.table import gap_text
 
     lines = []
     for (judge, expert, protocol), (measures, gap, seeds) in cells.items():

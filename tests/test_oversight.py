@@ -173,10 +173,12 @@ def test_best_of_n_keeps_the_argument_the_selector_finds_most_convincing(data_di
             O.run_protocol("debate", qs, expert_lm=lm, best_of=0)
 
 
-def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache_dir, tmp_path):
+def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache_dir, tmp_path, capsys):
+    from w2slab.cli import main
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
     from w2slab.lm.cache import GenerationCache, cache_file
     from w2slab.report import write_report
+    from w2slab.report.judging import oversight_table
     from w2slab.runner.store import ResultsStore
 
     config = OversightConfig(experiment="ov-test", task="cosmos_qa", n_questions=3, judges=("smollm2",),
@@ -191,12 +193,27 @@ def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache
     summaries = store.query("summaries", experiment="ov-test")
     assert {s["result"]["oversight_protocol"] for s in summaries} == {"consultancy", "debate", "sandwich"}
     assert all(s["floor"] == result["judges"]["smollm2"]["blind"]["accuracy"] for s in summaries)
+    by_protocol = result["judges"]["smollm2"]["smollm2"]
+    vs = by_protocol["debate"]["vs_consultancy"]  # debate minus consultancy, paired, for the same judge and expert
+    assert vs["mean"] == pytest.approx(by_protocol["debate"]["accuracy"] - by_protocol["consultancy"]["accuracy"])
+    assert vs["ci"][0] <= vs["mean"] <= vs["ci"][1] and "vs_consultancy" not in by_protocol["consultancy"]
+    table = {r["protocol"]: r["debate_vs_consultancy"] for r in oversight_table(summaries)}
+    assert table["debate"].startswith(f"{vs['mean']:+.3f} [") and table["consultancy"] == table["sandwich"] == ""
 
     cache = GenerationCache(cache_file(cache_dir)).counts()
     again = run_oversight(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
     assert GenerationCache(cache_file(cache_dir)).counts() == cache  # every argument and verdict came from the cache
     assert again["judges"] == result["judges"]
     assert len(store.query("judgements", experiment="ov-test")) == len(rows)
+    toml = tmp_path / "ov-test.toml"
+    toml.write_text('experiment = "ov-test"\ntask = "cosmos_qa"\nn_questions = 3\njudges = ["smollm2"]\n'
+                    'experts = ["smollm2"]\nrounds = 2\nseeds = [0]\nmax_tokens = 48\nwords = 30\n')
+    assert main(["oversight", "run", str(toml), "--results-dir", str(tmp_path), "--data-dir", str(data_dir),
+                 "--cache-dir", str(cache_dir)]) == 0  # the CLI over the same study: all from the cache
+    assert GenerationCache(cache_file(cache_dir)).counts() == cache
+    printed = capsys.readouterr().out
+    assert "debate_vs_consultancy" in printed and table["debate"] in next(
+        line for line in printed.splitlines() if " debate " in line)
 
     from w2slab.judging import read_items
 

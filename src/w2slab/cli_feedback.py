@@ -302,7 +302,7 @@ def cmd_oversight(args) -> None:
           + ", ".join(f"{j} {r['blind']['accuracy']:.3f}" for j, r in result["judges"].items())
           + "; experts alone: " + ", ".join(f"{e} {r['accuracy']:.3f}" for e, r in result["experts"].items()))
     print(format_rows(rows, ("judge", "expert", "protocol", "judge_alone", "with_protocol", "expert_alone", "change",
-                             "gap_recovered")))
+                             "gap_recovered", "debate_vs_consultancy")))
 
 
 def cmd_redteam(args) -> None:

@@ -91,7 +91,8 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
     expert-alone measures}, "quotes", "tokens", "seconds", "p_correct"}; "p_correct" holds the numbers the measures
     come from, so parts run apart (other seeds, other experts) can be merged: {"blind": {judge: (n,)}, "expert":
     {expert: (n,)}, "protocols": {judge: {expert: {protocol: {seed: {"p": (n,), "flip_rate"}}}}}} with P(correct)
-    per question in the task's question order."""
+    per question in the task's question order. Debate's measures (and its summary row) carry "vs_consultancy", the
+    paired change from consultancy to debate for that judge and expert (:func:`paired_change`), when both ran."""
     from ..lm import load_lm
     from ..paths import results_dir as resolve_results
     from ..runner.store import ResultsStore
@@ -148,7 +149,7 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
             result = {"blind": accuracy_measures(blind["p"][None, :]) | {"flip_rate": blind["flip_rate"]}}
             p_correct["blind"][judge] = _listed(blind["p"])
             for expert in config.experts:
-                result[expert] = {}
+                result[expert], p_of = {}, {}
                 for protocol in [p for p in O.TRANSCRIPT_PROTOCOLS if p in config.protocols]:
                     per_seed = []
                     for seed in config.seeds:
@@ -157,7 +158,7 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
                             transcripts[key] = arguments(protocol, expert, judge, seed)
                         per_seed.append(O.p_correct(lm_for(judge), questions, transcripts[key],
                                                     both_orders=config.both_orders, scoring=config.judge_scoring))
-                    p = np.stack([s["p"] for s in per_seed])  # (n_seeds, n)
+                    p = p_of[protocol] = np.stack([s["p"] for s in per_seed])  # (n_seeds, n)
                     p_correct["protocols"].setdefault(judge, {}).setdefault(expert, {})[protocol] = {
                         str(seed): {"p": _listed(s["p"]), "flip_rate": s["flip_rate"]}
                         for seed, s in zip(config.seeds, per_seed)}
@@ -167,6 +168,9 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
                     result[expert][protocol] = measures
                     rows += _rows(config, created, questions, judge, protocol, expert, list(config.seeds), p)
                     summaries.append(_summary(config, created, judge, expert, protocol, gap))
+                    if protocol == "debate" and "consultancy" in p_of:  # the issue's question: does debate beat it?
+                        measures["vs_consultancy"] = summaries[-1]["result"]["vs_consultancy"] = paired_change(
+                            p_of["consultancy"], p)
             out["judges"][judge] = _strip(result)
             seconds[f"judge:{judge}"] = time.perf_counter() - start
     finally:
@@ -243,8 +247,18 @@ def _gap(p_blind, p_protocol, p_expert) -> dict:
 
     ones = np.ones(len(p_blind), dtype=int)  # p are P(correct), so "class 1" is "correct" for every question
     gap = pgr_with_ci(ones, p_blind, p_protocol, p_expert, seed=0)
-    change = pgr_with_ci(ones, p_blind, p_blind, p_protocol, seed=0)
-    return {"gap": gap.as_dict(), "change": {"mean": change.gap, "ci": list(change.gap_ci)}}
+    return {"gap": gap.as_dict(), "change": paired_change(p_blind, p_protocol)}
+
+
+def paired_change(p_from, p_to) -> dict:
+    """Accuracy with ``p_to`` minus accuracy with ``p_from`` — P(correct) per question, (n,) or (n_seeds, n) with
+    the same seeds in the same rows — as {"mean", "ci"}: a 95% bootstrap over questions and seeds, paired (the PGR
+    bootstrap's resampling). E.g. debate against consultancy for one judge."""
+    from ..evaluation.pgr import pgr_with_ci
+
+    ones = np.ones(np.shape(p_from)[-1], dtype=int)
+    change = pgr_with_ci(ones, p_from, p_from, p_to, seed=0)
+    return {"mean": change.gap, "ci": list(change.gap_ci)}
 
 
 def _rows(config, created, questions, judge, protocol, expert, seeds, p) -> list[dict]:

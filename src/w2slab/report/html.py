@@ -319,8 +319,9 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
              "The judge sees the question and two answers only; experts read the passage. judge_alone: no help; "
              "with_protocol: after reading the consultancy, debate or sandwiching transcript; expert_alone: the expert "
              "model answering with the passage. change: paired over questions and seeds; gap recovered = (with − "
-             "alone) / (expert − alone), same bootstrap and 'undefined' rule as PGR. Transcripts (generated text, may "
-             "be wrong or offensive): <a href=\"transcripts.html\">transcripts.html</a>."),
+             "alone) / (expert − alone), same bootstrap and 'undefined' rule as PGR; debate_vs_consultancy: debate's "
+             "accuracy minus consultancy's for the same judge and expert, paired the same way. Transcripts (generated "
+             "text, may be wrong or offensive): <a href=\"transcripts.html\">transcripts.html</a>."),
         ]
     if tables.get("people_oversight"):
         sections += [

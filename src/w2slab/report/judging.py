@@ -30,7 +30,8 @@ def critique_gap_table(summaries: list[dict]) -> list[dict]:
 
 def oversight_table(summaries: list[dict]) -> list[dict]:
     """One row per (experiment, task, judge, expert, protocol): the judge alone, with the protocol's transcript, the
-    expert alone; the paired accuracy change and the gap recovered, each with its 95% interval."""
+    expert alone; the paired accuracy change and the gap recovered, each with its 95% interval; for debate, the
+    paired change from consultancy to debate (same judge, expert and seeds) when both ran."""
     rows = []
     for s in sorted(summaries, key=lambda s: (s["experiment"], s["task"], s["weak"], s["loss"])):
         r = s["result"]
@@ -39,6 +40,7 @@ def oversight_table(summaries: list[dict]) -> list[dict]:
                      "judge_alone": round(s["floor"], 4), "with_protocol": round(s["transfer"], 4),
                      "expert_alone": round(s["ceiling"], 4),
                      "change": interval_text(r["change"]), "gap_recovered": pgr_text(s),
+                     "debate_vs_consultancy": interval_text(r["vs_consultancy"]) if r.get("vs_consultancy") else "",
                      "reason": s["reason"] or ""})
     return rows
 
