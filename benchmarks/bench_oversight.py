@@ -74,7 +74,7 @@ def merge(parts: dict, config) -> dict:
     setting = lambda part, f: part["config"].get(f, defaults[f])  # noqa: E731
     first = next(iter(parts.values()))
     same = ("task", "n_questions", "item_seed", "rounds", "sequential", "judge_scoring", "max_tokens", "words",
-            "best_of", "selector")
+            "best_of", "selector", "interactive")
     for key, part in parts.items():
         differ = [f for f in same if setting(part, f) != setting(first, f)]
         if differ:
@@ -214,7 +214,8 @@ def markdown(parts: dict, config, config_path: str) -> str:
               f"{'sequential' if c.sequential else 'simultaneous'} debate; seeds "
               f"{', '.join(map(str, c.seeds))}; verdicts: {scoring}"
               + (f"; best-of-{c.best_of} arguments chosen by {'each judge' if c.selector == 'judge' else c.selector}"
-                 if c.best_of > 1 else "") + ".", ""]
+                 if c.best_of > 1 else "") + ("; the judge asks the debaters a question between rounds"
+                                               if c.interactive else "") + ".", ""]
     if not parts:
         return "\n".join(lines + ["No part has run yet."]) + "\n"
     m = merge(parts, config)

@@ -140,6 +140,7 @@ CASES = [
     (["oversight", "run", "--seeds", "-1"], "--seeds"),
     (["oversight", "run", "crit.toml"], "unknown key(s) critic"),
     (["oversight", "run", "--best-of", "0"], "--best-of"),
+    (["oversight", "run", "--interactive", "--rounds", "1"], "rounds >= 2"),
     (["oversight", "run", "--best-of", "2", "--selector", "nosuchmodel", "--n-questions", "1"], "nosuchmodel"),
     # red teaming
     (["redteam", "run", "--threshold", "1.5"], "--threshold"),

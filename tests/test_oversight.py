@@ -173,6 +173,40 @@ def test_best_of_n_keeps_the_argument_the_selector_finds_most_convincing(data_di
             O.run_protocol("debate", qs, expert_lm=lm, best_of=0)
 
 
+def test_an_interactive_judge_asks_the_debaters_between_rounds(data_dir, cache_dir):
+    """Interactive debate: after round 1 the judge asks one question from a prompt without the passage, and both
+    round-2 arguments were written from prompts that end with it: the same requests, rebuilt here, are all cache
+    hits with the same text (a debater prompt without the question would be a new request)."""
+    from w2slab.lm import GenerationRequest, generate_in_chunks, load_lm
+    from w2slab.lm.cache import GenerationCache, cache_file
+
+    qs = load_passage_questions("boolq", data_dir=data_dir, limit=2)
+    kwargs = dict(rounds=2, max_tokens=24, words=20, seed=3, temperature=0.7)
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        transcripts = O.run_protocol("debate", qs, expert_lm=lm, judge_lm=lm, interactive=True, **kwargs)
+        assert [[t.speaker for t in ts] for ts in transcripts] == [["debater"] * 2 + ["judge"] + ["debater"] * 2] * 2
+        asking = [O.judge_question_messages(q, ts[:2], to="debaters") for q, ts in zip(qs, transcripts)]
+        arguing = [O.argument_messages(q, side, ts[:3], role="debater", words=20)
+                   for q, ts in zip(qs, transcripts) for side in (0, 1)]
+        assert not any(q.passage[:80] in m[0]["content"] for q, m in zip(qs, asking))
+        assert all("Judge's question: " in m[0]["content"] and "Answer the judge's question first" in m[0]["content"]
+                   for m in arguing)
+        counts = GenerationCache(cache_file(cache_dir)).counts()
+        seed = lambda who: 3 * 1000 + 1 * 10 + who  # noqa: E731  (run_protocol's seed for round 2, speaker who)
+        rebuilt = [GenerationRequest(messages=m, temperature=0.7, max_tokens=24, seed=seed(2)) for m in asking]
+        rebuilt += [GenerationRequest(messages=m, temperature=0.7, max_tokens=24, seed=seed(i % 2))
+                    for i, m in enumerate(arguing)]
+        texts = [g[0].text.strip() for g in generate_in_chunks(lm, rebuilt)]
+        assert GenerationCache(cache_file(cache_dir)).counts() == counts
+        assert texts == [ts[2].text for ts in transcripts] + [t.text for ts in transcripts for t in ts[3:]]
+        with pytest.raises(ConfigError, match="rounds >= 2"):
+            O.run_protocol("debate", qs, expert_lm=lm, judge_lm=lm, interactive=True, rounds=1)
+        with pytest.raises(ConfigError, match="needs debate"):
+            O.run_protocol("consultancy", qs, expert_lm=lm, judge_lm=lm, interactive=True, rounds=2)
+        with pytest.raises(ConfigError, match="judge's LM"):
+            O.run_protocol("debate", qs, expert_lm=lm, interactive=True, rounds=2)
+
+
 def test_a_two_round_study_end_to_end_and_the_cache_proves_reuse(data_dir, cache_dir, tmp_path, capsys):
     from w2slab.cli import main
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
@@ -247,6 +281,27 @@ def test_a_best_of_n_study_gives_each_judge_the_arguments_it_chose(data_dir, cac
     assert sorted(s["result"]["best_of"] for s in best) == [1, 2]
 
 
+def test_an_interactive_study_gives_each_judge_its_own_debates(data_dir, cache_dir, tmp_path):
+    """interactive = true: debate transcripts are per judge (the judge asks), carry the judge's question, and their
+    rows and summary are kept beside a non-interactive run of the same experiment."""
+    from w2slab.feedback.oversight_run import OversightConfig, run_oversight
+    from w2slab.runner.store import ResultsStore
+
+    config = OversightConfig(experiment="ov-ask", task="boolq", n_questions=2, judges=("smollm2",),
+                             experts=("smollm2",), protocols=("debate",), rounds=2, seeds=(0,), max_tokens=24,
+                             words=20, judge_scoring="answers", interactive=True)
+    result = run_oversight(config, results_dir=tmp_path, data_dir=data_dir, cache_dir=cache_dir)
+    assert set(result["quotes"]) == {"debate:smollm2:smollm2"}
+    lines = [json.loads(x) for x in (tmp_path / "oversight/ov-ask/transcripts.jsonl").read_text().splitlines()]
+    assert [[t["speaker"] for t in x["turns"]] for x in lines] == [["debater", "debater", "judge", "debater",
+                                                                    "debater"]] * 2
+    run_oversight(dataclasses.replace(config, interactive=False), results_dir=tmp_path, data_dir=data_dir,
+                  cache_dir=cache_dir)
+    store = ResultsStore(tmp_path / "results.sqlite")
+    assert len([r for r in store.query("judgements", experiment="ov-ask") if r["condition"] == "debate"]) == 2 * 2
+    assert sorted(s["result"]["interactive"] for s in store.query("summaries", experiment="ov-ask")) == [False, True]
+
+
 def test_config_is_checked(data_dir):
     from w2slab.feedback.oversight_run import OversightConfig
 
@@ -260,5 +315,10 @@ def test_config_is_checked(data_dir):
         OversightConfig(judge_scoring="letter")
     with pytest.raises(ConfigError, match="best_of"):
         OversightConfig(best_of=0)
+    with pytest.raises(ConfigError, match="interactive"):
+        OversightConfig(interactive=True, rounds=1)
+    with pytest.raises(ConfigError, match="interactive"):
+        OversightConfig(interactive=True, protocols=("consultancy",))
+    assert OversightConfig(interactive=True).per_judge("debate") and not OversightConfig().per_judge("debate")
     with pytest.raises(ConfigError, match="rounds"):
         O.run_protocol("debate", [], expert_lm=None, rounds=0)

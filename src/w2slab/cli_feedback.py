@@ -115,6 +115,9 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
                       help="best-of-N arguments: sample N per consultancy/debate argument, keep the most convincing")
     orun.add_argument("--selector", help="who picks among the N: 'judge' (each judge, by its own scoring; default) or "
                                          "a model that scores like a judge")
+    orun.add_argument("--interactive", action="store_const", const=True,
+                      help="each judge asks the debaters a question before every debate round after the first "
+                           "(needs --rounds 2 or more)")
     add_dirs(orun, data=True, results=True)
 
     redteam = sub.add_parser("redteam", help="a red LM writes test cases, targets reply, a measured classifier flags")
@@ -290,7 +293,7 @@ def cmd_oversight(args) -> None:
 
     overrides = {k: getattr(args, k) for k in ("experiment", "task", "n_questions", "judges", "experts", "protocols",
                                                "rounds", "sequential", "seeds", "max_tokens", "judge_scoring", "best_of",
-                                               "selector")}
+                                               "selector", "interactive")}
     config = (OversightConfig.from_toml(args.config, **overrides) if args.config else
               OversightConfig(**{k: v for k, v in overrides.items() if v is not None}))
     result = run_oversight(config, results_dir=args.results_dir, data_dir=args.data_dir, cache_dir=args.cache_dir,

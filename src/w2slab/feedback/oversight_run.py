@@ -34,7 +34,8 @@ class OversightConfig:
     text scored, no slots) — for judges and the expert alone alike; ``item_seed``: distractors and positions;
     ``best_of``: each consultancy and debate argument is the best of that many samples, by ``selector``'s scoring:
     "judge" (each judge picks the arguments it will read: transcripts per judge) or a model name (one selector, the
-    same transcripts for every judge)."""
+    same transcripts for every judge); ``interactive``: each judge asks the debaters a question before every debate
+    round after the first (needs debate and rounds >= 2; debate transcripts per judge)."""
 
     experiment: str = "oversight"
     task: str = "cosmos_qa"
@@ -53,6 +54,7 @@ class OversightConfig:
     item_seed: int = 0
     best_of: int = 1
     selector: str = "judge"
+    interactive: bool = False
 
     def __post_init__(self) -> None:
         check_safe_name(self.experiment, "experiment")
@@ -72,6 +74,11 @@ class OversightConfig:
             raise ConfigError(f"selector must be 'judge' or a model name, got {self.selector!r}")
         if not 0 <= self.temperature < 10:
             raise ConfigError(f"temperature must be in [0, 10), got {self.temperature!r}")
+        if not isinstance(self.interactive, bool):
+            raise ConfigError(f"interactive must be true or false, got {self.interactive!r}")
+        if self.interactive and ("debate" not in self.protocols or self.rounds < 2):
+            raise ConfigError("interactive: the judge asks between debate rounds, so it needs the debate protocol "
+                              f"and rounds >= 2 (got rounds = {self.rounds})")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "OversightConfig":
@@ -79,9 +86,10 @@ class OversightConfig:
         return config_from_toml(cls, path, **overrides)
 
     def per_judge(self, protocol: str) -> bool:
-        """Whether ``protocol``'s transcripts depend on the judge: sandwiching (the judge asks), and best-of-N
-        arguments chosen by the judge itself."""
-        return protocol == "sandwich" or (self.best_of > 1 and self.selector == "judge")
+        """Whether ``protocol``'s transcripts depend on the judge: sandwiching and interactive debate (the judge
+        asks), and best-of-N arguments chosen by the judge itself."""
+        return (protocol == "sandwich" or (protocol == "debate" and self.interactive)
+                or (self.best_of > 1 and self.selector == "judge"))
 
 
 def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, cache_dir=None,
@@ -117,7 +125,8 @@ def run_oversight(config: OversightConfig, *, results_dir=None, data_dir=None, c
                               rounds=config.rounds, sequential=config.sequential, seed=seed,
                               temperature=config.temperature, max_tokens=config.max_tokens, words=config.words,
                               best_of=config.best_of if protocol != "sandwich" else 1, selector_lm=selector,
-                              scoring=config.judge_scoring, both_orders=config.both_orders)
+                              scoring=config.judge_scoring, both_orders=config.both_orders,
+                              interactive=config.interactive and protocol == "debate")
 
     transcripts: dict[tuple, list] = {}  # (protocol, expert, judge or "", seed) → transcripts
     seconds: dict[str, float] = {}
@@ -279,11 +288,14 @@ def _rows(config, created, questions, judge, protocol, expert, seeds, p) -> list
 
 
 def _scoring_key(config, protocol: str) -> list[str]:
-    """The judge scoring and best-of-N (for the protocols it changes) as part of a row key; empty for letters and
-    best_of = 1, so rows stored before these options keep their keys."""
+    """The judge scoring, best-of-N and the debate's form (for the protocols they change) as part of a row key;
+    empty for letters, best_of = 1 and simultaneous, non-interactive debate, so rows stored before these options
+    keep their keys."""
     key = [] if config.judge_scoring == "letters" else [config.judge_scoring]
     if config.best_of > 1 and protocol in ("consultancy", "debate"):
         key += [f"best_of={config.best_of}", f"selector={config.selector}"]
+    if protocol == "debate":
+        key += ["sequential"] * config.sequential + ["interactive"] * config.interactive
     return key
 
 
@@ -299,6 +311,7 @@ def _summary(config, created, judge, expert, protocol, gap) -> dict:
             "defined": int(g["defined"]), "reason": g["reason"],
             "result": {"protocol": "oversight", "judge": judge, "expert": expert, "oversight_protocol": protocol,
                        "rounds": config.rounds, "sequential": config.sequential, "best_of": best_of,
+                       "interactive": config.interactive and protocol == "debate",
                        "selector": config.selector if best_of > 1 else None, "gap": g,
                        "change": gap["change"]}}
 
