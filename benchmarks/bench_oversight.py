@@ -247,6 +247,7 @@ def markdown(parts: dict, config, config_path: str) -> str:
         for (judge, expert), v in m["vs_consultancy"].items():
             lines.append(f"| {judge} | {expert} | {','.join(map(str, v['seeds']))} | {interval_text(v['raw'])} |"
                          + (f" {interval_text(v['calibrated'])} |" if calibrated else ""))
+    lines += _reliability_section(m)
     lines += ["", "## Quotes and cost", "", "| transcripts | arguments | quotes per argument | verified (all / correct "
               "side / wrong side) | unparseable quote tags | prompt tokens | completion tokens |", "|" + "---|" * 7]
     for label, per_seed in sorted(m["quotes"].items()):
@@ -287,6 +288,25 @@ def markdown(parts: dict, config, config_path: str) -> str:
     lines += ["", "Wall time on this CPU per part: " + "; ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items())
               + "."]
     return "\n".join(lines) + "\n"
+
+
+def _reliability_section(m: dict) -> list[str]:
+    """Confidence against accuracy per confidence bin: each judge alone, each expert alone, and each judge with each
+    protocol (seeds pooled)."""
+    from w2slab.feedback.oversight_run import CONFIDENCE_BINS
+
+    readers = {f"{j} alone": v for j, v in sorted(m["blind"].items())}
+    readers |= {f"{e} expert alone (with the passage)": v for e, v in sorted(m["experts"].items())}
+    readers |= {f"{j} with {e}'s {p}": measures for (j, e, p), (measures, _, _) in m["protocols"].items()}
+    bins = [f"{low:.1f}–{high:.1f}" for low, high in zip(CONFIDENCE_BINS[:-1], CONFIDENCE_BINS[1:])]
+    lines = ["", "## Calibration: confidence against accuracy", "",
+             "Per reader, the accuracy of its verdicts whose confidence (max(P, 1 − P)) falls in each bin, with their "
+             "number (seeds pooled). A calibrated reader's accuracy falls within its bin; ECE is in the table above.",
+             "", "| reader | " + " | ".join(bins) + " |", "|" + "---|" * (len(bins) + 1)]
+    for reader, measures in readers.items():
+        cells = ["—" if b["n"] == 0 else f"{b['accuracy']:.2f} ({b['n']})" for b in measures["reliability"]]
+        lines.append(f"| {reader} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _protocol_rows(cells: dict) -> list[str]:

@@ -126,3 +126,15 @@ def test_per_seed_pgrs_get_the_same_guard():
     values = pgr_per_seed(y, floor, transfer, ceiling, n_boot=300)
     acc = [accuracy(y, p[0]) for p in (floor, transfer, ceiling)]
     assert values[0] == pytest.approx(pgr(*acc)) and values[1] is None
+
+
+def test_reliability_bins_and_ece_on_a_known_case():
+    from w2slab.evaluation.metrics import expected_calibration_error, reliability_bins
+
+    confidence, correct = [0.55, 0.6, 0.65, 0.95], [1, 0, 1, 1]
+    bins = reliability_bins(confidence, correct, edges=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0))
+    assert [b["n"] for b in bins] == [2, 1, 0, 0, 1]  # 0.6, on an inner edge, goes to the lower bin
+    assert bins[0]["accuracy"] == 0.5 and bins[0]["confidence"] == pytest.approx(0.575)
+    assert bins[2]["accuracy"] is None and bins[4]["accuracy"] == 1.0
+    # default: 5 bins of [0, 1]; |0.5 - 0.575| * 2/4 + |1 - 0.65| * 1/4 + |1 - 0.95| * 1/4
+    assert expected_calibration_error(confidence, correct) == pytest.approx(0.0375 + 0.0875 + 0.0125)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from w2slab.errors import ConfigError
-from w2slab.feedback.selfimprove import (SelfImproveConfig, blind, expected_calibration_error, generate_in_chunks,
+from w2slab.evaluation.metrics import expected_calibration_error
+from w2slab.feedback.selfimprove import (SelfImproveConfig, blind, generate_in_chunks,
                                          round_metrics, sample_requests, select_training, vote)
 from w2slab.tasks.reasoning import TASKS, extract_answer, load_reasoning
 

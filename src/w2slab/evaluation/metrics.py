@@ -43,3 +43,27 @@ def imitation_metrics(y: np.ndarray, p_weak: np.ndarray, p_student: np.ndarray) 
                 "agreement_where_supervisor_wrong": float(agree[wrong].mean()) if wrong.any() else float("nan"),
                 "agreement_where_supervisor_right": float(agree[~wrong].mean()) if (~wrong).any() else float("nan"),
                 "supervisor_error_rate": float(wrong.mean())}
+
+
+def reliability_bins(confidence, correct, *, edges=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0)) -> list[dict]:
+    """Confidence against accuracy: per bin [edges[i], edges[i+1]] (a value on an inner edge goes to the lower
+    bin) of ``confidence`` (n,) in [0, 1], {"low", "high", "n", "confidence" (mean), "accuracy" (mean of
+    ``correct`` (n,) in {0, 1})}; an empty bin has n = 0 and None for both means."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    edges = np.asarray(edges, dtype=float)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, len(edges) - 2)
+    out = []
+    for b, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        members = index == b
+        out.append({"low": float(low), "high": float(high), "n": int(members.sum()),
+                    "confidence": float(confidence[members].mean()) if members.any() else None,
+                    "accuracy": float(correct[members].mean()) if members.any() else None})
+    return out
+
+
+def expected_calibration_error(confidence, correct, *, bins: int = 5) -> float:
+    """ECE: |accuracy − mean confidence| per equal-width confidence bin of [0, 1], weighted by the bin's share of
+    items (:func:`reliability_bins`)."""
+    table = reliability_bins(confidence, correct, edges=np.linspace(0, 1, bins + 1))
+    n = sum(b["n"] for b in table)
+    return float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in table if b["n"]))

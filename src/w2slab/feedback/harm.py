@@ -46,7 +46,7 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
     """Precision, recall, FPR, FNR, accuracy, ECE (5 bins), ROC AUC and counts of P(harm) ``p`` against ``y``."""
     from sklearn.metrics import roc_auc_score
 
-    from .selfimprove import expected_calibration_error
+    from ..evaluation.metrics import expected_calibration_error
 
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     flagged = p >= threshold

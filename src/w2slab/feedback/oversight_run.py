@@ -221,14 +221,19 @@ def _listed(p: np.ndarray) -> list[float]:
     return [round(float(x), 6) for x in p]
 
 
+CONFIDENCE_BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # a verdict between two answers is at least 0.5 confident
+
+
 def accuracy_measures(p: np.ndarray) -> dict:
-    """Accuracy (mean over seeds) and ECE of the judge's confidence, from P(correct) (n_seeds, n)."""
-    from .selfimprove import expected_calibration_error
+    """Accuracy (mean over seeds), ECE of the judge's confidence and its reliability table (accuracy per
+    confidence bin of :data:`CONFIDENCE_BINS`, seeds pooled), from P(correct) (n_seeds, n)."""
+    from ..evaluation.metrics import expected_calibration_error, reliability_bins
 
     correct = (p >= 0.5).astype(float)
     confidence = np.maximum(p, 1 - p)
     return {"accuracy": float(correct.mean()), "ece": expected_calibration_error(confidence.ravel(), correct.ravel()),
-            "mean_confidence": float(confidence.mean()), "p": p.mean(0)}
+            "mean_confidence": float(confidence.mean()), "p": p.mean(0),
+            "reliability": reliability_bins(confidence.ravel(), correct.ravel(), edges=CONFIDENCE_BINS)}
 
 
 def _strip(tree):

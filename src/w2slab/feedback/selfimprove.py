@@ -21,6 +21,7 @@ import numpy as np
 
 from ..checks import check_int_at_least, check_safe_name, freeze_lists
 from ..errors import ConfigError, DataError
+from ..evaluation.metrics import expected_calibration_error
 from ..tasks.reasoning import ReasoningQuestion, extract_answer, question_messages
 
 FILTERS = ("majority", "oracle", "none", "gold")
@@ -135,19 +136,6 @@ def round_metrics(questions: list[ReasoningQuestion], greedy: list[str], samples
     if round0 is not None:
         out["agreement_with_round0"] = float(np.mean([t["majority"] == m for t, m in zip(tallies, round0["majorities"])]))
     return out
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, bins: int = 5) -> float:
-    """ECE: |accuracy − mean confidence| per equal-width confidence bin, weighted by the bin's share of items."""
-    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    edges = np.linspace(0, 1, bins + 1)
-    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        members = index == b
-        if members.any():
-            total += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(total)
 
 
 def sample_requests(task: str, questions: list[ReasoningQuestion], *, k: int, temperature: float, max_tokens: int,
