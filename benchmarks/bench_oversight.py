@@ -8,7 +8,7 @@ probabilities and counts, no generated text — are kept in benchmarks/measured/
 page recomputes every measure from all parts together.
 
     python benchmarks/bench_oversight.py [--config sweeps/oversight.toml] [--experts M ..] [--seeds S ..]
-        [--protocols P ..] [--markdown-only]
+        [--protocols P ..] [--markdown-only] [--against OTHER.toml]
 """
 from __future__ import annotations
 
@@ -35,10 +35,22 @@ def main() -> None:
                              "'--protocols expert' measures the references of a part in minutes)")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rebuild the page from the stored parts (benchmarks/measured/)")
+    parser.add_argument("--against", help="another config's TOML, a variant on the same questions (e.g. without "
+                                          "--interactive or best-of-N) with stored parts: the page gains this "
+                                          "config's accuracy minus that one's, paired per cell")
     args = parser.parse_args()
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
 
     config = OversightConfig.from_toml(args.config)
+    against = None
+    if args.against:
+        other = OversightConfig.from_toml(args.against)
+        if (other.task, other.n_questions, other.item_seed) != (config.task, config.n_questions, config.item_seed):
+            parser.error(f"--against {relative(args.against)} asks other questions (task, n_questions or item_seed)")
+        stored_other = MEASURED / f"oversight-{other.experiment}.json"
+        if not stored_other.is_file():
+            parser.error(f"--against {relative(args.against)}: no stored parts ({relative(stored_other)})")
+        against = (json.loads(stored_other.read_text())["parts"], other, args.against)
     name = f"oversight-{config.experiment}"
     stored = MEASURED / f"{name}.json"
     out = json.loads(stored.read_text()) if stored.is_file() else {"parts": {}}
@@ -56,13 +68,13 @@ def main() -> None:
         out["parts"] = {k: v for k, v in out["parts"].items() if not parts_overlap(k, key)} | {key: result}
         save(name, out, keep=out)
     page = ROOT / "docs" / f"{config.experiment.replace('-', '_')}_bench.md"  # oversight_bench.md, oversight_pilot_...
-    page.write_text(markdown(out["parts"], config, args.config), encoding="utf-8")
+    page.write_text(markdown(out["parts"], config, args.config, against=against), encoding="utf-8")
 
 
 def merge(parts: dict, config) -> dict:
     """Every part's per-question probabilities together, and every measure recomputed from them: {"blind": {judge:
     measures}, "experts": {expert: measures}, "protocols": {(judge, expert, protocol): (measures, gap, seeds)},
-    "quotes", "tokens", "seconds"}. Parts must share the task, questions and scoring (checked)."""
+    "quotes", "tokens", "seconds", "cells": {(judge, expert, protocol): {seed: {"p", "flip_rate"}}}}. Parts must share the task, questions and scoring (checked)."""
     import numpy as np
 
     from w2slab.feedback.oversight_run import accuracy_measures, protocol_measures
@@ -100,7 +112,7 @@ def merge(parts: dict, config) -> dict:
         seconds[key] = part["total_s"]
     out = {"blind": {j: accuracy_measures(np.array([p])) | {"flip_rate": f} for j, (p, f) in blind.items()},
            "experts": {e: accuracy_measures(np.array([p])) | {"flip_rate": f} for e, (p, f) in expert.items()},
-           "protocols": {}, "quotes": quotes, "tokens": tokens, "seconds": seconds}
+           "protocols": {}, "quotes": quotes, "tokens": tokens, "seconds": seconds, "cells": cells}
     for (judge, exp, protocol), by_seed in sorted(cells.items()):
         seeds = sorted(by_seed)
         measures, gap = protocol_measures(questions, protocol, seeds, blind[judge][0],
@@ -200,10 +212,12 @@ def _share(x) -> str:
     return "—" if x is None else f"{100 * x:.0f}%"
 
 
-def markdown(parts: dict, config, config_path: str) -> str:
+def markdown(parts: dict, config, config_path: str, *, against=None) -> str:
+    """The page; ``against``: (parts, config, path) of a variant on the same questions, compared cell by cell."""
     c = config
     lines = [f"# Oversight: measured numbers ({c.experiment})", "",
-             f"Regenerate: `python benchmarks/bench_oversight.py --config {relative(config_path)}` (2 CPU cores; "
+             f"Regenerate: `python benchmarks/bench_oversight.py --config {relative(config_path)}"
+             + (f" --against {relative(against[2])}" if against else "") + "` (2 CPU cores; "
              "`--experts` / `--seeds` run a part, and every part's numbers — per-question probabilities, no text — are "
              "kept in benchmarks/measured/). Transcripts stay in benchmarks/out/oversight-results/oversight/ (never "
              "in git). Protocol and reading guide: [oversight.md](oversight.md).", ""]
@@ -247,6 +261,8 @@ def markdown(parts: dict, config, config_path: str) -> str:
         for (judge, expert), v in m["vs_consultancy"].items():
             lines.append(f"| {judge} | {expert} | {','.join(map(str, v['seeds']))} | {interval_text(v['raw'])} |"
                          + (f" {interval_text(v['calibrated'])} |" if calibrated else ""))
+    if against:
+        lines += _against_section(m, merge(against[0], against[1]), against[1], against[2])
     lines += _reliability_section(m)
     lines += ["", "## Quotes and cost", "", "| transcripts | arguments | quotes per argument | verified (all / correct "
               "side / wrong side) | unparseable quote tags | prompt tokens | completion tokens |", "|" + "---|" * 7]
@@ -288,6 +304,30 @@ def markdown(parts: dict, config, config_path: str) -> str:
     lines += ["", "Wall time on this CPU per part: " + "; ".join(f"{k} {v:.0f} s" for k, v in m["seconds"].items())
               + "."]
     return "\n".join(lines) + "\n"
+
+
+def _against_section(m: dict, other: dict, other_config, other_path: str) -> list[str]:
+    """This config's accuracy minus ``other``'s (merge of another config's parts on the same questions) for every
+    (judge, expert, protocol) both ran, paired over questions and the seeds both ran."""
+    import numpy as np
+
+    from w2slab.feedback.oversight_run import paired_change
+
+    lines = ["", f"## Against {other_config.experiment} ({relative(other_path)})", "",
+             f"This config's judge accuracy minus {other_config.experiment}'s, on the same questions, paired over "
+             "questions and the seeds both ran (95% bootstrap).", "",
+             f"| judge | expert | protocol | seeds | {other_config.experiment} | this config | change |",
+             "|" + "---|" * 7]
+    for (judge, expert, protocol), mine in sorted(m["cells"].items()):
+        theirs = other["cells"].get((judge, expert, protocol), {})
+        seeds = sorted(set(mine) & set(theirs))
+        if not seeds:
+            continue
+        p_mine, p_theirs = (np.array([c[s]["p"] for s in seeds]) for c in (mine, theirs))
+        lines.append(f"| {judge} | {expert} | {protocol} | {','.join(map(str, seeds))} | "
+                     f"{(p_theirs >= 0.5).mean():.3f} | {(p_mine >= 0.5).mean():.3f} | "
+                     f"{interval_text(paired_change(p_theirs, p_mine))} |")
+    return lines
 
 
 def _reliability_section(m: dict) -> list[str]:

@@ -265,6 +265,7 @@ def test_a_best_of_n_study_gives_each_judge_the_arguments_it_chose(data_dir, cac
     """With the judge as selector, consultancy transcripts are per judge, every kept turn carries its N selector
     scores, and the rows are stored under keys of their own (beside a best_of = 1 run of the same experiment)."""
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
+    from w2slab.report.judging import oversight_table
     from w2slab.runner.store import ResultsStore
 
     config = OversightConfig(experiment="ov-best", task="boolq", n_questions=2, judges=("smollm2",),
@@ -279,12 +280,14 @@ def test_a_best_of_n_study_gives_each_judge_the_arguments_it_chose(data_dir, cac
     assert len([r for r in rows if r["condition"] == "consultancy"]) == 2 * 2  # both runs kept, none overwritten
     best = [s for s in ResultsStore(tmp_path / "results.sqlite").query("summaries", experiment="ov-best")]
     assert sorted(s["result"]["best_of"] for s in best) == [1, 2]
+    assert sorted(r["protocol"] for r in oversight_table(best)) == ["consultancy", "consultancy best-of-2"]
 
 
 def test_an_interactive_study_gives_each_judge_its_own_debates(data_dir, cache_dir, tmp_path):
     """interactive = true: debate transcripts are per judge (the judge asks), carry the judge's question, and their
     rows and summary are kept beside a non-interactive run of the same experiment."""
     from w2slab.feedback.oversight_run import OversightConfig, run_oversight
+    from w2slab.report.judging import oversight_table
     from w2slab.runner.store import ResultsStore
 
     config = OversightConfig(experiment="ov-ask", task="boolq", n_questions=2, judges=("smollm2",),
@@ -299,7 +302,9 @@ def test_an_interactive_study_gives_each_judge_its_own_debates(data_dir, cache_d
                   cache_dir=cache_dir)
     store = ResultsStore(tmp_path / "results.sqlite")
     assert len([r for r in store.query("judgements", experiment="ov-ask") if r["condition"] == "debate"]) == 2 * 2
-    assert sorted(s["result"]["interactive"] for s in store.query("summaries", experiment="ov-ask")) == [False, True]
+    summaries = store.query("summaries", experiment="ov-ask")
+    assert sorted(s["result"]["interactive"] for s in summaries) == [False, True]
+    assert sorted(r["protocol"] for r in oversight_table(summaries)) == ["debate", "debate interactive"]
 
 
 def test_config_is_checked(data_dir):

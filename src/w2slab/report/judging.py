@@ -29,14 +29,16 @@ def critique_gap_table(summaries: list[dict]) -> list[dict]:
 
 
 def oversight_table(summaries: list[dict]) -> list[dict]:
-    """One row per (experiment, task, judge, expert, protocol): the judge alone, with the protocol's transcript, the
-    expert alone; the paired accuracy change and the gap recovered, each with its 95% interval; for debate, the
-    paired change from consultancy to debate (same judge, expert and seeds) when both ran."""
+    """One row per (experiment, task, judge, expert, protocol with its variant: interactive, best-of-N): the judge
+    alone, with the protocol's transcript, the expert alone; the paired accuracy change and the gap recovered, each
+    with its 95% interval; for debate, the paired change from consultancy to debate (same judge, expert and seeds)
+    when both ran."""
     rows = []
     for s in sorted(summaries, key=lambda s: (s["experiment"], s["task"], s["weak"], s["loss"])):
         r = s["result"]
         rows.append({"experiment": s["experiment"], "task": s["task"], "judge": r["judge"], "expert": r["expert"],
-                     "protocol": r["oversight_protocol"], "rounds": r["rounds"],
+                     "protocol": r["oversight_protocol"] + (" interactive" if r.get("interactive") else "")
+                     + (f" best-of-{r['best_of']}" if r.get("best_of", 1) > 1 else ""), "rounds": r["rounds"],
                      "judge_alone": round(s["floor"], 4), "with_protocol": round(s["transfer"], 4),
                      "expert_alone": round(s["ceiling"], 4),
                      "change": interval_text(r["change"]), "gap_recovered": pgr_text(s),
