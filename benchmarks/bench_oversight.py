@@ -44,7 +44,12 @@ def main() -> None:
     config = OversightConfig.from_toml(args.config)
     against = None
     if args.against:
-        other = OversightConfig.from_toml(args.against)
+        from w2slab.errors import ConfigError
+
+        try:
+            other = OversightConfig.from_toml(args.against)
+        except ConfigError as e:
+            parser.error(f"--against: {e}")
         if (other.task, other.n_questions, other.item_seed) != (config.task, config.n_questions, config.item_seed):
             parser.error(f"--against {relative(args.against)} asks other questions (task, n_questions or item_seed)")
         stored_other = MEASURED / f"oversight-{other.experiment}.json"
@@ -137,9 +142,11 @@ def _debate_vs_consultancy(questions, cells, *, calibrate: bool) -> dict:
 
     out = {}
     for (judge, exp, protocol), debate in sorted(cells.items()):
-        consultancy = cells.get((judge, exp, "consultancy"))
-        seeds = sorted(set(debate) & set(consultancy or {}))
-        if protocol != "debate" or not seeds:
+        if protocol != "debate":
+            continue
+        consultancy = cells.get((judge, exp, "consultancy"), {})
+        seeds = sorted(set(debate) & set(consultancy))
+        if not seeds:
             continue
         p_c, p_d = (np.array([by_seed[s]["p"] for s in seeds]) for by_seed in (consultancy, debate))
         out[(judge, exp)] = {"seeds": seeds, "raw": paired_change(p_c, p_d),
