@@ -189,6 +189,12 @@ CASES = [
      "is not a question of task 'cosmos_qa'"),
     (["judge", "serve", "--items", "choice.jsonl", "--experiment", "e", "--assistant-rounds", "0"],
      "--assistant-rounds"),
+    (["judge", "serve", "--items", "items.jsonl", "--experiment", "e", "--debaters", "smollm2"],
+     "live debaters need 'choice' items"),
+    (["judge", "serve", "--items", "choice.jsonl", "--experiment", "e", "--debaters", "smollm2"],
+     "is not a question of task 'cosmos_qa'"),
+    (["judge", "serve", "--items", "choice.jsonl", "--experiment", "e", "--debate-questions", "0"],
+     "--debate-questions"),
 ]
 
 

@@ -1,4 +1,5 @@
 """The human-judging page end to end in a real headless Chromium (Playwright), writing to a real SQLite store."""
+import json
 import shutil
 import urllib.parse
 import urllib.error
@@ -214,6 +215,61 @@ def test_a_person_asks_a_live_assistant_in_chromium(data_dir, cache_dir, tmp_pat
     assert (row["condition"], row["helper"], row["verdicts"], row["questions_asked"]) == ("sandwich", "smollm2", 2, 1)
     assert row["accuracy"].startswith(f"{truth:.3f} [")
     assert "Oversight: people as judges" in write_report(results_dir=tmp_path, experiment="people-sandwich").read_text()
+
+
+def test_a_person_questions_live_debaters_in_chromium(data_dir, cache_dir, tmp_path):
+    """Interactive debate with people: two debaters (a real model that read the story) argue for A and B when the
+    item is served, the person asks one question, both answer it after the opening (greedy: recomputed here from
+    the stored debate), no further question is allowed, the story is never on the page, and the verdict is
+    condition 'interactive_debate' with one question asked."""
+    from contextlib import closing
+
+    from playwright.sync_api import sync_playwright
+
+    from w2slab.judging import LiveDebaters, passages_for
+    from w2slab.lm import load_lm
+    from w2slab.report.judging import people_oversight_table
+    from w2slab.tasks.passages import load_passage_questions
+
+    questions = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=2)
+    items = [{"format": "choice", "item_id": q.qid, "problem_id": q.qid, "question": q.question,
+              "answers": list(q.answers), "correct": q.correct, "critiques": {}} for q in questions]
+    store = ResultsStore(tmp_path / "results.sqlite")
+    question = "What does the story say happened first?"
+    with load_lm("smollm2", cache=cache_dir) as lm:
+        debaters = LiveDebaters(lm, passages_for(items, data_dir=data_dir), name="smollm2", rounds=1, max_tokens=40)
+        app = JudgingApp(items, store, experiment="people-debate", per_session=2, critique_share=1.0, seed=0,
+                         debaters=debaters)
+        with JudgingServer(app) as srv, sync_playwright() as p:
+            browser, page = _start_session(p, srv.url, "erin")
+            for k in range(2):
+                page.wait_for_selector("#answer-a")
+                assert page.locator(".argument-a").count() == 1 and page.locator(".argument-b").count() == 1
+                if k == 0:
+                    page.fill("#question", question)
+                    page.click("#ask")
+                    page.wait_for_selector(".asked")
+                    assert page.locator(".argument").count() == 4 and page.locator("#question").count() == 0
+                    assert page.inner_text(".asked").endswith(question)
+                assert not any(q.passage[20:120] in page.content() for q in questions)  # the story is never shown
+                page.click("#choose-a")
+            page.wait_for_selector("#done")
+            browser.close()
+            with closing(store.connect()) as conn:
+                rows = conn.execute("SELECT a.item_id, a.token, e.position, e.question, e.reply FROM judge_exchanges "
+                                    "e JOIN judge_assignments a USING (token) ORDER BY a.position, e.position").fetchall()
+            assert _post(srv.url + "/ask", {"item": rows[0][1], "question": "And then?"}) == 409  # judged already
+        assert [(r[2], r[3]) for r in rows] == [(0, ""), (1, question), (0, "")]
+        opening = [t.text for t in debaters.opening(rows[0][0])]
+        assert json.loads(rows[0][4]) == opening
+        replies = debaters.answer(rows[0][0], question, [("", opening)])
+        assert json.loads(rows[1][4]) == [t.text for t in replies]
+        assert all(t.speaker == "debater" for t in replies) and [t.side for t in replies] == [0, 1]
+    verdicts = store.query("judgements", experiment="people-debate")
+    assert {r["condition"] for r in verdicts} == {"interactive_debate"} and {r["critic"] for r in verdicts} == {"smollm2"}
+    assert sorted(r["meta"]["questions_asked"] for r in verdicts) == [0, 1]
+    [row] = people_oversight_table(verdicts)
+    assert (row["condition"], row["verdicts"], row["questions_asked"]) == ("interactive_debate", 2, 0.5)
 
 
 def _hh_cases(data_dir, n: int) -> list[dict]:

@@ -73,6 +73,11 @@ def add_commands(sub, *, positive_int, non_negative_int, unit_interval, probabil
                                            "person's questions (oversight items only; a zoo decoder)")
     serve.add_argument("--assistant-rounds", type=positive_int, default=2,
                        help="questions a person may ask the assistant per item")
+    serve.add_argument("--debaters", help="interactive debate with people: this model reads the story and argues for "
+                                          "each answer, and answers the person's questions (oversight items only; a "
+                                          "zoo decoder)")
+    serve.add_argument("--debate-questions", type=positive_int, default=2,
+                       help="questions a person may ask the debaters per item (each answered by both: one more round)")
     add_dirs(serve, data=True, results=True)
 
     selfimprove = sub.add_parser("selfimprove", help="train a model on its own majority votes, round by round")
@@ -440,17 +445,22 @@ def cmd_judge(args) -> None:
 
     items = read_items(args.items)
     store = ResultsStore(results_dir(args.results_dir) / "results.sqlite")
-    assistant = None
-    if args.assistant:
-        from .judging import LiveAssistant, passages_for
+    assistant = debaters = None
+    if args.assistant or args.debaters:
+        from .judging import LiveAssistant, LiveDebaters, passages_for
         from .lm import load_lm
 
-        questions = passages_for(items, data_dir=args.data_dir)
-        assistant = LiveAssistant(load_lm(args.assistant, cache=args.cache_dir), questions, name=args.assistant,
-                                  rounds=args.assistant_rounds)
+        questions = passages_for(items, data_dir=args.data_dir,
+                                 helper="a live assistant" if args.assistant else "live debaters")
+        lms = {name: load_lm(name, cache=args.cache_dir) for name in {args.assistant, args.debaters} - {None}}
+        if args.assistant:
+            assistant = LiveAssistant(lms[args.assistant], questions, name=args.assistant,
+                                      rounds=args.assistant_rounds)
+        if args.debaters:
+            debaters = LiveDebaters(lms[args.debaters], questions, name=args.debaters, rounds=args.debate_questions)
     try:
         app = JudgingApp(items, store, experiment=args.experiment, per_session=args.per_session,
-                         critique_share=args.critique_share, assistant=assistant)
+                         critique_share=args.critique_share, assistant=assistant, debaters=debaters)
         server = JudgingServer(app, port=args.port)
         print(f"judging page at {server.url}/ ({len(items)} items; judgements go to {store.path}; Ctrl-C to stop)",
               flush=True)
@@ -461,5 +471,5 @@ def cmd_judge(args) -> None:
         finally:
             server.close()
     finally:
-        if assistant is not None:
-            assistant.lm.close()
+        for lm in {id(h.lm): h.lm for h in (assistant, debaters) if h is not None}.values():
+            lm.close()

@@ -19,6 +19,13 @@ is one more kind of help an item can get. The person asks the assistant, which r
 questions (POST /ask; replies stored in ``judge_exchanges``, quotes marked) and then chooses; the verdict is stored
 with condition 'sandwich', the assistant as critic and the number of questions asked in its meta.
 
+Interactive debate with people: with live debaters (:class:`.assistant.LiveDebaters`, choice items only),
+"interactive_debate" is one more kind of help. When the item is first served both debaters argue (the opening,
+stored as the item's exchange 0 with an empty question); the person then asks up to ``rounds`` questions, each
+answered by both (one more debate round), and chooses. A debate exchange's reply and shown columns hold a JSON list
+[for answer A, for answer B]. The verdict is stored with condition 'interactive_debate', the debaters' model as
+critic and the number of questions asked in its meta.
+
 Standard library only (``http.server``): it listens on 127.0.0.1 by default and is meant for a lab machine, not
 the internet.
 """
@@ -105,7 +112,7 @@ class JudgingApp:
     with the OS's randomness (real use), an int makes them reproducible (tests)."""
 
     def __init__(self, items: list[dict], store: ResultsStore, *, experiment: str, per_session: int = 20,
-                 critique_share: float = 0.5, seed: int | None = None, assistant=None) -> None:
+                 critique_share: float = 0.5, seed: int | None = None, assistant=None, debaters=None) -> None:
         check_safe_name(experiment, "experiment")
         if not isinstance(per_session, int) or per_session < 1:
             raise ConfigError(f"per_session must be an integer >= 1, got {per_session!r}")
@@ -115,7 +122,9 @@ class JudgingApp:
         self.kind = items[0].get("format", "code") if items else "code"
         if assistant is not None and (self.kind != "choice" or set(self.items) - set(assistant.questions)):
             raise ConfigError("a live assistant serves 'choice' items only, and needs every item's passage")
-        self.assistant = assistant
+        if debaters is not None and (self.kind != "choice" or set(self.items) - set(debaters.questions)):
+            raise ConfigError("live debaters serve 'choice' items only, and need every item's passage")
+        self.assistant, self.debaters = assistant, debaters
         self.store, self.experiment = store, experiment
         self.per_session, self.critique_share = min(per_session, len(items)), critique_share
         self._rng = np.random.default_rng(seed) if seed is not None else None
@@ -143,8 +152,10 @@ class JudgingApp:
         return session
 
     def _critics(self, item: dict) -> list[str]:
-        """The kinds of help an item can be shown with: its critiques, and sandwiching with a live assistant."""
+        """The kinds of help an item can be shown with: its critiques, sandwiching with a live assistant, and
+        interactive debate with live debaters."""
         live = [f"sandwich:{self.assistant.name}"] if self.assistant is not None else []
+        live += [f"interactive_debate:{self.debaters.name}"] if self.debaters is not None else []
         return sorted(item["critiques"] or {}) + live
 
     def next_item(self, session: str) -> tuple[dict | None, dict]:
@@ -162,24 +173,55 @@ class JudgingApp:
             if served_at is None:
                 conn.execute("UPDATE judge_assignments SET served_at = ? WHERE token = ?", (time.time(), token))
         item = self.items[item_id]
-        assignment = {"token": token, "item": item, "critique": item["critiques"].get(critic) if critic else None,
-                      "sandwich": critic.startswith("sandwich:"), "exchange": self.exchange(token)}
-        if assignment["sandwich"]:
-            assignment["can_ask"] = len(assignment["exchange"]) < self.assistant.rounds
+        live = critic.startswith(("sandwich:", "interactive_debate:"))
+        critique = None if live or not critic else item["critiques"][critic]
+        assignment = {"token": token, "item": item, "critique": critique,
+                      "sandwich": critic.startswith("sandwich:"), "debate": critic.startswith("interactive_debate:")}
+        if assignment["debate"]:
+            self._open_debate(token, item_id)
+        assignment["exchange"] = self.exchange(token)
+        if live:
+            assignment["can_ask"] = self._asked(token, critic) < self._helper(critic).rounds
         return assignment, progress
 
-    def exchange(self, token: str) -> list[dict]:
-        """The questions a person asked the assistant about one assignment and its replies ({question, shown}), in
-        order."""
+    def _helper(self, critic: str):
+        """The live model behind an assignment's ``critic`` (None for stored critiques or none)."""
+        if critic.startswith("sandwich:"):
+            return self.assistant
+        return self.debaters if critic.startswith("interactive_debate:") else None
+
+    def _asked(self, token: str, critic: str) -> int:
+        """Questions a person asked on one assignment (a debate's opening is not one)."""
         with closing(self.store.connect()) as conn:
-            rows = conn.execute("SELECT question, shown FROM judge_exchanges WHERE token = ? ORDER BY position",
+            n = conn.execute("SELECT COUNT(*) FROM judge_exchanges WHERE token = ?", (token,)).fetchone()[0]
+        return max(n - 1, 0) if critic.startswith("interactive_debate:") else n
+
+    def _open_debate(self, token: str, item_id: str) -> None:
+        """The debaters' opening arguments as exchange 0 of an interactive-debate assignment, once (generated
+        outside the store's lock; if two tabs race, the first stored wins)."""
+        if self.exchange(token):
+            return
+        turns = self.debaters.opening(item_id)
+        with closing(self.store.connect()) as conn, conn:
+            conn.execute("INSERT OR IGNORE INTO judge_exchanges (token, position, question, reply, shown, created_at) "
+                         "VALUES (?, 0, '', ?, ?, ?)", (token, json.dumps([t.text for t in turns]),
+                                                       json.dumps([t.shown for t in turns]),
+                                                       datetime.now(timezone.utc).isoformat()))
+
+    def exchange(self, token: str) -> list[dict]:
+        """One assignment's exchanges with a live model, in order: {question, reply, shown}; for a debate, reply and
+        shown are [for A, for B] and the first exchange is the opening (question "")."""
+        with closing(self.store.connect()) as conn:
+            rows = conn.execute("SELECT a.critic, e.question, e.reply, e.shown FROM judge_exchanges e JOIN "
+                                "judge_assignments a USING (token) WHERE token = ? ORDER BY e.position",
                                 (token,)).fetchall()
-        return [{"question": q, "shown": shown} for q, shown in rows]
+        decode = (lambda critic, x: json.loads(x) if critic.startswith("interactive_debate:") else x)  # noqa: E731
+        return [{"question": q, "reply": decode(c, reply), "shown": decode(c, shown)} for c, q, reply, shown in rows]
 
     def ask(self, token: str | None, question: str | None) -> tuple[int, str, str | None]:
-        """A person's question to the live assistant on a sandwiching assignment: (HTTP status, message, session to
-        continue). Refused for an unknown or judged item, an item without the assistant, an empty or overlong
-        question, or once the item's rounds are used."""
+        """A person's question to the live assistant (sandwiching) or the live debaters (interactive debate) of an
+        assignment: (HTTP status, message, session to continue). Refused for an unknown or judged item, an item
+        without a live model, an empty or overlong question, or once the item's rounds are used."""
         if not token:
             return 400, "missing item id", None
         with closing(self.store.connect()) as conn:
@@ -190,22 +232,32 @@ class JudgingApp:
         session, item_id, critic, answered = row
         if answered:
             return 409, "this item was already judged", session
-        if self.assistant is None or not critic.startswith("sandwich:"):
-            return 400, "this item has no assistant to ask", session
-        if len(self.exchange(token)) >= self.assistant.rounds:
-            return 409, f"the {self.assistant.rounds} question(s) for this item are used", session
+        helper = self._helper(critic)
+        if helper is None:
+            return 400, "this item has no assistant or debaters to ask", session
+        used = f"the {helper.rounds} question(s) for this item are used"
+        if self._asked(token, critic) >= helper.rounds:
+            return 409, used, session
         try:
-            turn = self.assistant.answer(item_id, question or "")
+            if helper is self.assistant:
+                turn = helper.answer(item_id, question or "")
+                reply, shown = turn.text, turn.shown
+            else:
+                self._open_debate(token, item_id)  # an /ask before the item was ever shown
+                so_far = [(e["question"], e["reply"]) for e in self.exchange(token)]
+                turns = helper.answer(item_id, question or "", so_far)
+                reply, shown = json.dumps([t.text for t in turns]), json.dumps([t.shown for t in turns])
         except ConfigError as err:
             return 400, str(err), session
         with closing(self.store.connect()) as conn, conn:
             conn.execute("BEGIN IMMEDIATE")
             n = conn.execute("SELECT COUNT(*) FROM judge_exchanges WHERE token = ?", (token,)).fetchone()[0]
-            if n >= self.assistant.rounds:  # a second tab asked meanwhile
-                return 409, f"the {self.assistant.rounds} question(s) for this item are used", session
+            debate = helper is self.debaters
+            if (n - 1 if debate else n) >= helper.rounds or (debate and n != len(so_far)):
+                return 409, used, session  # a second tab asked meanwhile
             conn.execute("INSERT INTO judge_exchanges (token, position, question, reply, shown, created_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (token, n, " ".join((question or "").split()), turn.text,
-                                                       turn.shown, datetime.now(timezone.utc).isoformat()))
+                         "VALUES (?, ?, ?, ?, ?, ?)", (token, n, " ".join((question or "").split()), reply, shown,
+                                                       datetime.now(timezone.utc).isoformat()))
         return 303, "answered", session
 
     def record(self, token: str | None, decision: str | None, client_ms: str | None = None) -> tuple[int, str, str | None]:
@@ -235,8 +287,8 @@ class JudgingApp:
                 **self._verdict(item, critic, decision), "seed": 0, "p_buggy": None,
                 "seconds": None if served_at is None else round(now - served_at, 3),
                 "meta": json.dumps({"session": session, "client_ms": _int_or_none(client_ms)}
-                                   | ({"questions_asked": len(self.exchange(token))}
-                                      if critic.startswith("sandwich:") else {}))}
+                                   | ({"questions_asked": self._asked(token, critic)}
+                                      if self._helper(critic) is not None else {}))}
             columns = list(judgement)
             conn.execute(f"INSERT INTO judgements ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                          [judgement[c] for c in columns])
@@ -266,8 +318,8 @@ def _int_or_none(text: str | None) -> int | None:
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
           "pre{background:#f6f8fa;padding:1rem;overflow:auto}blockquote{border-left:4px solid #888;margin:1rem 0;"
           "padding:.5rem 1rem;background:#fffbe6}button{font-size:1.1rem;margin-right:1rem;padding:.4rem 1.2rem}"
-          "#timer{color:#666}blockquote#critique,blockquote#reply,blockquote#test-case,blockquote.reply"
-          "{white-space:pre-wrap}"
+          "#timer{color:#666}blockquote#critique,blockquote#reply,blockquote#test-case,blockquote.reply,"
+          "blockquote.argument{white-space:pre-wrap}"
           "q.v{color:#060}q.u{color:#b00}")
 
 
@@ -276,7 +328,7 @@ def _page(title: str, body: str) -> bytes:
             f"<style>{_STYLE}</style></head><body>{body}</body></html>").encode("utf-8")
 
 
-def _start_page(kind: str = "code", live: bool = False) -> bytes:
+def _start_page(kind: str = "code", live: bool = False, debaters: bool = False) -> bytes:
     if kind == "audit":
         intro = ("<h1>Label replies</h1><p><strong>Warning: the text you will see was written by language models "
                  "asked to provoke harmful replies, and may be offensive.</strong></p><p>Each item is a request "
@@ -289,7 +341,9 @@ def _start_page(kind: str = "code", live: bool = False) -> bytes:
                  "answers; one is correct. Some come with arguments or answers written by AI models that read the "
                  "story; they may be wrong or argue for the wrong answer on purpose. Quotes marked ✔ were found in the "
                  "story; quotes marked ✘ were not. " + ("Some let you ask an AI assistant that read the story; it "
-                 "may be wrong too. " if live else "") + "For each question, choose the answer you think is "
+                 "may be wrong too. " if live else "") + ("Some show two AI debaters who read the story, each arguing "
+                 "for one answer, and let you ask them questions; both answer, and one argues for the wrong answer. "
+                 if debaters else "") + "For each question, choose the answer you think is "
                  "correct.</p>")
         return _page("w2slab judging", intro + _NAME_FORM)
     return _page("w2slab judging", (
@@ -325,6 +379,26 @@ def _sandwich_block(assignment: dict) -> str:
     return (f"<h3>An AI assistant has read the story (it may be wrong)</h3><div id='exchange'>{turns}</div>{form}")
 
 
+def _debate_block(assignment: dict) -> str:
+    """The live debate so far (the opening, then each question with both replies) and, while questions are left,
+    the form to ask the debaters one."""
+    a, b = (html.escape(x) for x in assignment["item"]["answers"])
+    rounds = []
+    for e in assignment["exchange"]:
+        asked = (f"<p class='asked'><strong>You asked:</strong> {html.escape(e['question'])}</p>"
+                 if e["question"] else "")
+        rounds.append(asked + "".join(f"<p><strong>Debater for {side} ({answer}):</strong></p><blockquote "
+                                      f"class='argument argument-{side.lower()}'>{_marked(text)}</blockquote>"
+                                      for side, answer, text in zip("AB", (a, b), e["shown"])))
+    form = ("" if not assignment["can_ask"] else
+            "<form method='post' action='/ask' id='ask-form'>"
+            f"<input type='hidden' name='item' value='{html.escape(assignment['token'])}'>"
+            "<label>Ask both debaters one question: <input name='question' id='question' size='60' maxlength='500' "
+            "required></label> <button type='submit' id='ask'>Ask</button></form>")
+    return ("<h3>Two AI debaters have read the story; each argues for one answer, so one of them argues for the "
+            f"wrong one</h3><div id='debate'>{''.join(rounds)}</div>{form}")
+
+
 def _choice_page(assignment: dict, progress: dict) -> bytes:
     item = assignment["item"]
     shown = assignment["critique"]
@@ -332,6 +406,8 @@ def _choice_page(assignment: dict, progress: dict) -> bytes:
                                            f"<blockquote id='critique'>{_marked(shown)}</blockquote>")
     if assignment.get("sandwich"):
         transcript = _sandwich_block(assignment)
+    elif assignment.get("debate"):
+        transcript = _debate_block(assignment)
     a, b = (html.escape(x) for x in item["answers"])
     return _page("w2slab judging", (
         f"<p>Item {progress['done'] + 1} of {progress['total']} · <span id='timer'>0 s</span></p>"
@@ -384,7 +460,7 @@ def _done_page(progress: dict) -> bytes:
 
 def make_handler(app: JudgingApp):
     """The HTTP handler class serving ``app``: GET / (start), GET /session/<id> (next item or the end),
-    POST /start, POST /judge and POST /ask (a question to the live assistant)."""
+    POST /start, POST /judge and POST /ask (a question to the live assistant or debaters)."""
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):  # to the logger, not stderr
             log.debug("judging: " + fmt, *args)
@@ -412,7 +488,7 @@ def make_handler(app: JudgingApp):
         def do_GET(self):
             path = urllib.parse.urlparse(self.path).path
             if path == "/":
-                return self._send(200, _start_page(app.kind, app.assistant is not None))
+                return self._send(200, _start_page(app.kind, app.assistant is not None, app.debaters is not None))
             if path.startswith("/session/"):
                 try:
                     assignment, progress = app.next_item(path.split("/")[2])

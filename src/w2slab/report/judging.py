@@ -69,13 +69,14 @@ def judge_table(judgements: list[dict]) -> list[dict]:
     return rows
 
 
-OVERSIGHT_CONDITIONS = ("blind", "consultancy", "debate", "sandwich")
+OVERSIGHT_CONDITIONS = ("blind", "consultancy", "debate", "interactive_debate", "sandwich")
 
 
 def people_oversight_table(judgements: list[dict], *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """People on oversight questions (the judging page): one row per (experiment, condition, critic) of human
     verdicts — people, verdicts, items, accuracy with a 95% bootstrap interval over verdicts, median seconds per item,
-    and for sandwiching the mean number of questions asked. Conditions are not paired: a person sees an item once."""
+    and for sandwiching and interactive debate the mean number of questions asked. Conditions are not paired: a
+    person sees an item once."""
     groups: dict[tuple, list[dict]] = {}
     for j in judgements:
         if j["judge_kind"] == "human" and j["condition"] in OVERSIGHT_CONDITIONS:
