@@ -79,7 +79,7 @@ def main() -> None:
 def merge(parts: dict, config) -> dict:
     """Every part's per-question probabilities together, and every measure recomputed from them: {"blind": {judge:
     measures}, "experts": {expert: measures}, "protocols": {(judge, expert, protocol): (measures, gap, seeds)},
-    "quotes", "tokens", "seconds", "cells": {(judge, expert, protocol): {seed: {"p", "flip_rate"}}}}. Parts must share the task, questions and scoring (checked)."""
+    "quotes", "tokens", "seconds", "cells": {(judge, expert, protocol): {seed: {"p", "flip_rate"}}}, "questions"}. Parts must share the task, questions and scoring (checked)."""
     import numpy as np
 
     from w2slab.feedback.oversight_run import accuracy_measures, protocol_measures
@@ -117,7 +117,8 @@ def merge(parts: dict, config) -> dict:
         seconds[key] = part["total_s"]
     out = {"blind": {j: accuracy_measures(np.array([p])) | {"flip_rate": f} for j, (p, f) in blind.items()},
            "experts": {e: accuracy_measures(np.array([p])) | {"flip_rate": f} for e, (p, f) in expert.items()},
-           "protocols": {}, "quotes": quotes, "tokens": tokens, "seconds": seconds, "cells": cells}
+           "protocols": {}, "quotes": quotes, "tokens": tokens, "seconds": seconds, "cells": cells,
+           "questions": questions}
     for (judge, exp, protocol), by_seed in sorted(cells.items()):
         seeds = sorted(by_seed)
         measures, gap = protocol_measures(questions, protocol, seeds, blind[judge][0],
@@ -315,25 +316,33 @@ def markdown(parts: dict, config, config_path: str, *, against=None) -> str:
 
 def _against_section(m: dict, other: dict, other_config, other_path: str) -> list[str]:
     """This config's accuracy minus ``other``'s (merge of another config's parts on the same questions) for every
-    (judge, expert, protocol) both ran, paired over questions and the seeds both ran."""
+    (judge, expert, protocol) both ran, paired over questions and the seeds both ran; batch-calibrated too when the
+    task has one answer pair (as the per-protocol tables)."""
     import numpy as np
 
+    from w2slab.feedback.oversight import batch_calibrated
     from w2slab.feedback.oversight_run import paired_change
 
+    calibrate = bool(m["prior"])
     lines = ["", f"## Against {other_config.experiment} ({relative(other_path)})", "",
              f"This config's judge accuracy minus {other_config.experiment}'s, on the same questions, paired over "
-             "questions and the seeds both ran (95% bootstrap).", "",
-             f"| judge | expert | protocol | seeds | {other_config.experiment} | this config | change |",
-             "|" + "---|" * 7]
+             "questions and the seeds both ran (95% bootstrap)" + ("; batch-calibrated: both after batch calibration "
+                                                                   "per seed" if calibrate else "") + ".", "",
+             f"| judge | expert | protocol | seeds | {other_config.experiment} | this config | change |"
+             + (" batch-calibrated change |" if calibrate else ""),
+             "|" + "---|" * (8 if calibrate else 7)]
     for (judge, expert, protocol), mine in sorted(m["cells"].items()):
         theirs = other["cells"].get((judge, expert, protocol), {})
         seeds = sorted(set(mine) & set(theirs))
         if not seeds:
             continue
         p_mine, p_theirs = (np.array([c[s]["p"] for s in seeds]) for c in (mine, theirs))
+        calibrated = (paired_change(batch_calibrated(m["questions"], p_theirs), batch_calibrated(m["questions"], p_mine))
+                      if calibrate else None)
         lines.append(f"| {judge} | {expert} | {protocol} | {','.join(map(str, seeds))} | "
                      f"{(p_theirs >= 0.5).mean():.3f} | {(p_mine >= 0.5).mean():.3f} | "
-                     f"{interval_text(paired_change(p_theirs, p_mine))} |")
+                     f"{interval_text(paired_change(p_theirs, p_mine))} |"
+                     + (f" {interval_text(calibrated)} |" if calibrate else ""))
     return lines
 
 
