@@ -384,9 +384,9 @@ def _debate_block(assignment: dict) -> str:
     the form to ask the debaters one."""
     a, b = (html.escape(x) for x in assignment["item"]["answers"])
     rounds = []
-    for e in assignment["exchange"]:
-        asked = (f"<p class='asked'><strong>You asked:</strong> {html.escape(e['question'])}</p>"
-                 if e["question"] else "")
+    for k, e in enumerate(assignment["exchange"], start=1):
+        asked = f"<h4>Round {k}</h4>" + (f"<p class='asked'><strong>You asked:</strong> {html.escape(e['question'])}"
+                                         "</p>" if e["question"] else "")
         rounds.append(asked + "".join(f"<p><strong>Debater for {side} ({answer}):</strong></p><blockquote "
                                       f"class='argument argument-{side.lower()}'>{_marked(text)}</blockquote>"
                                       for side, answer, text in zip("AB", (a, b), e["shown"])))
