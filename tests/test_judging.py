@@ -163,6 +163,15 @@ def test_a_person_judges_oversight_questions_in_chromium(data_dir, tmp_path):
     assert all(r["buggy"] == truth[r["item_id"]] for r in rows)
 
 
+def _choice_items(data_dir, n: int) -> tuple[list, list[dict]]:
+    """The first ``n`` CosmosQA questions and their choice items without transcripts (for live models)."""
+    from w2slab.tasks.passages import load_passage_questions
+
+    questions = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=n)
+    return questions, [{"format": "choice", "item_id": q.qid, "problem_id": q.qid, "question": q.question,
+                        "answers": list(q.answers), "correct": q.correct, "critiques": {}} for q in questions]
+
+
 def test_a_person_asks_a_live_assistant_in_chromium(data_dir, cache_dir, tmp_path):
     """Sandwiching with people: the person asks a real model that read the story one question per item, reads its
     reply (quotes marked), and chooses; the page never shows the story itself, the reply stored is the model's own
@@ -173,11 +182,8 @@ def test_a_person_asks_a_live_assistant_in_chromium(data_dir, cache_dir, tmp_pat
 
     from w2slab.judging import LiveAssistant, passages_for
     from w2slab.lm import load_lm
-    from w2slab.tasks.passages import load_passage_questions
 
-    questions = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=2)
-    items = [{"format": "choice", "item_id": q.qid, "problem_id": q.qid, "question": q.question,
-              "answers": list(q.answers), "correct": q.correct, "critiques": {}} for q in questions]
+    questions, items = _choice_items(data_dir, 2)
     store = ResultsStore(tmp_path / "results.sqlite")
     asked = ["Who is the story about?", "What happens at the end?"]
     with load_lm("smollm2", cache=cache_dir) as lm:
@@ -229,11 +235,8 @@ def test_a_person_questions_live_debaters_in_chromium(data_dir, cache_dir, tmp_p
     from w2slab.judging import LiveDebaters, passages_for
     from w2slab.lm import load_lm
     from w2slab.report.judging import people_oversight_table
-    from w2slab.tasks.passages import load_passage_questions
 
-    questions = load_passage_questions("cosmos_qa", data_dir=data_dir, limit=2)
-    items = [{"format": "choice", "item_id": q.qid, "problem_id": q.qid, "question": q.question,
-              "answers": list(q.answers), "correct": q.correct, "critiques": {}} for q in questions]
+    questions, items = _choice_items(data_dir, 2)
     store = ResultsStore(tmp_path / "results.sqlite")
     question = "What does the story say happened first?"
     with load_lm("smollm2", cache=cache_dir) as lm:
