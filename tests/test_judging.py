@@ -1,4 +1,5 @@
 """The human-judging page end to end in a real headless Chromium (Playwright), writing to a real SQLite store."""
+import html
 import json
 import shutil
 import urllib.parse
@@ -220,7 +221,11 @@ def test_a_person_asks_a_live_assistant_in_chromium(data_dir, cache_dir, tmp_pat
     truth = sum(q.correct == 1 for q in questions) / 2  # both verdicts chose B
     assert (row["condition"], row["helper"], row["verdicts"], row["questions_asked"]) == ("sandwich", "smollm2", 2, 1)
     assert row["accuracy"].startswith(f"{truth:.3f} [")
-    assert "Oversight: people as judges" in write_report(results_dir=tmp_path, experiment="people-sandwich").read_text()
+    page = write_report(results_dir=tmp_path, experiment="people-sandwich")
+    assert "Oversight: people as judges" in page.read_text()
+    transcripts = (page.parent / "transcripts.html").read_text()
+    assert all(html.escape(question) in transcripts for question in asked)
+    assert transcripts.count("(right)") == sum(q.correct == 1 for q in questions)  # both chose B
 
 
 def test_a_person_questions_live_debaters_in_chromium(data_dir, cache_dir, tmp_path):
@@ -273,6 +278,12 @@ def test_a_person_questions_live_debaters_in_chromium(data_dir, cache_dir, tmp_p
     assert sorted(r["meta"]["questions_asked"] for r in verdicts) == [0, 1]
     [row] = people_oversight_table(verdicts)
     assert (row["condition"], row["verdicts"], row["questions_asked"]) == ("interactive_debate", 2, 0.5)
+    from w2slab.report import write_report
+
+    page = write_report(results_dir=tmp_path, experiment="people-debate")
+    transcripts = (page.parent / "transcripts.html").read_text()
+    assert transcripts.count("debater for A") == 3 and html.escape(question) in transcripts  # 2 openings + 1 round
+    assert all(html.escape(t.shown) in transcripts for t in replies)
 
 
 def _hh_cases(data_dir, n: int) -> list[dict]:

@@ -308,6 +308,31 @@ class JudgingApp:
                 "decision": int(decision == "B")}
 
 
+def people_exchanges(store: ResultsStore, judgements: list[dict]) -> list[dict]:
+    """The human ``judgements`` (rows of the judgements table) made after questioning a live model, in the order
+    given, each as {experiment, judge, condition, helper, item_id, chose (0 = A, 1 = B), correct, exchanges}; an
+    exchange is {question, shown}: shown is the assistant's reply, or for a debate [for A, for B] (the first
+    exchange of a debate is the opening, question "")."""
+    live = [j for j in judgements
+            if j["judge_kind"] == "human" and j["condition"] in ("sandwich", "interactive_debate")]
+    if not live:
+        return []
+    with closing(store.connect()) as conn:  # live verdicts exist, so the page made its tables
+        rows = conn.execute("SELECT token, question, shown FROM judge_exchanges ORDER BY token, position").fetchall()
+    by_token: dict[str, list[dict]] = {}
+    for token, question, shown in rows:
+        by_token.setdefault(token, []).append({"question": question, "shown": shown})
+    out = []
+    for j in live:
+        exchanges = by_token.get(j["judgement_key"].removeprefix("human:"), [])
+        if j["condition"] == "interactive_debate":
+            exchanges = [{**e, "shown": json.loads(e["shown"])} for e in exchanges]
+        out.append({"experiment": j["experiment"], "judge": j["judge"].removeprefix("human:"),
+                    "condition": j["condition"], "helper": j["critic"], "item_id": j["item_id"],
+                    "chose": j["decision"], "correct": j["buggy"], "exchanges": exchanges})
+    return out
+
+
 def _int_or_none(text: str | None) -> int | None:
     try:
         return int(float(text)) if text else None

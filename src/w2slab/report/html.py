@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, W2SError
 from ..evaluation import compare_paired, median_with_ci
+from ..judging.server import people_exchanges
 from ..paths import results_dir as resolve_results_dir
 from ..runner.store import ResultsStore
 from . import figures
@@ -196,9 +197,11 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     try:
         for name, rows in tables.items():
             _write_csv(staging / f"{name}.csv", rows)
-        if tables["oversight"]:
+        people = people_exchanges(store, judgements)
+        if tables["oversight"] or people:
             (staging / "transcripts.html").write_text(
-                transcripts_page(results, sorted({s["experiment"] for s in protocol("oversight")})), encoding="utf-8")
+                transcripts_page(results, sorted({s["experiment"] for s in protocol("oversight")}), people=people),
+                encoding="utf-8")
         (staging / "index.html").write_text(_page(everything_rows, runs, tables, images), encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
@@ -208,9 +211,11 @@ def write_report(*, results_dir: str | Path | None = None, out: str | Path | Non
     return target / "index.html"
 
 
-def transcripts_page(results: Path, experiments: list[str], *, per_protocol: int = 40) -> str:
+def transcripts_page(results: Path, experiments: list[str], *, per_protocol: int = 40,
+                     people: list[dict] = ()) -> str:
     """The first ``per_protocol`` oversight transcripts of each (experiment, protocol, expert, judge, seed), as the
-    judge saw them, with the correct answer marked."""
+    judge saw them, with the correct answer marked; then ``people``'s exchanges with live models on the judging page
+    (:func:`w2slab.judging.server.people_exchanges`), each with the answer the person chose."""
     import json
 
     parts = ['<!doctype html><html lang="en"><head><meta charset="utf-8"><title>oversight transcripts</title>'
@@ -237,6 +242,22 @@ def transcripts_page(results: Path, experiments: list[str], *, per_protocol: int
                          f'{html.escape(t["expert"])}{" · judge " + html.escape(t["judge"]) if t["judge"] else ""} · '
                          f'seed {t["seed"]}</p><p><b>{html.escape(t["question"])}</b></p><ol type="A">{answers}</ol>'
                          f"{turns}</div>")
+    if people:
+        parts.append("<h2>People questioning live models</h2>")
+    for p in people:
+        turns = []
+        for k, e in enumerate(p["exchanges"], start=1):
+            asked = (f'<div class="turn"><b>person asked</b>: {html.escape(e["question"])}</div>'
+                     if e["question"] else "")
+            replies = (zip(("debater for A", "debater for B"), e["shown"]) if p["condition"] == "interactive_debate"
+                       else [("assistant", e["shown"])])
+            turns.append(f"<p>round {k}</p>{asked}" + "".join(
+                f'<div class="turn"><b>{who}</b>: {html.escape(text)}</div>' for who, text in replies))
+        verdict = "right" if p["chose"] == p["correct"] else "wrong"
+        head = " · ".join(html.escape(x) for x in (p["experiment"], p["condition"], p["helper"],
+                                                    f"person {p['judge']}", p["item_id"]))
+        parts.append(f'<div class="q"><p>{head}</p>'
+                     f'{"".join(turns)}<p>chose {"AB"[p["chose"]]} ({verdict})</p></div>')
     return "".join(parts) + "</body></html>"
 
 
@@ -327,8 +348,10 @@ def _page(summaries: list[dict], runs: list[dict], tables: dict, images: list[tu
         sections += [
             ("Oversight: people as judges", "people_oversight",
              "Verdicts from the local judging page on the same questions (no passage): blind, after an AI transcript "
-             "(consultancy, debate), or after questioning a live assistant that read the story (sandwich). Accuracy "
-             "with a 95% bootstrap over verdicts; conditions are not paired (a person sees an item once)."),
+             "(consultancy, debate), after questioning a live assistant that read the story (sandwich), or after "
+             "questioning two live debaters between rounds (interactive_debate). Accuracy with a 95% bootstrap over "
+             "verdicts; conditions are not paired (a person sees an item once). What people asked and what the models "
+             "answered: <a href=\"transcripts.html\">transcripts.html</a>."),
         ]
     if tables.get("cai"):
         sections += [
