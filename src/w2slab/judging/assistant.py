@@ -42,12 +42,6 @@ def passages_for(items: list[dict], *, data_dir=None, helper: str = "a live assi
 _ONE_AT_A_TIME = threading.Lock()  # the page's threads share the live models (maybe one LM for both): one generation
 
 
-def _check_sizes(**sizes) -> None:
-    for label, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
-
-
 def _person_question(question: str, helper: str) -> O.Turn:
     """A person's question (whitespace collapsed, 1–500 characters) as a judge Turn."""
     question = " ".join((question or "").split())
@@ -56,16 +50,23 @@ def _person_question(question: str, helper: str) -> O.Turn:
     return O.Turn("judge", None, question, question, [], 0, 0, 0)
 
 
-class LiveAssistant:
-    """``lm`` (an LM with ``generate``, used greedily) answers people's questions about ``questions`` ({item_id:
-    PassageQuestion}); ``name`` is stored as the verdicts' critic; ``rounds``: questions a person may ask per item;
-    replies of about ``words`` words, at most ``max_tokens`` tokens."""
+class _LiveModel:
+    """A model on the judging page: ``lm`` (with ``generate``, used greedily) over ``questions`` ({item_id:
+    PassageQuestion}), ``name`` stored as the verdicts' critic, ``rounds`` questions a person may ask per item,
+    replies of about ``words`` words and at most ``max_tokens`` tokens."""
 
     def __init__(self, lm, questions: dict[str, PassageQuestion], *, name: str, rounds: int = 2, words: int = 60,
                  max_tokens: int = 120) -> None:
-        _check_sizes(rounds=rounds, words=words, max_tokens=max_tokens)
+        for label, value in (("rounds", rounds), ("words", words), ("max_tokens", max_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{label} must be an integer >= 1, got {value!r}")
         self.lm, self.questions, self.name = lm, questions, name
         self.rounds, self.words, self.max_tokens = rounds, words, max_tokens
+
+
+class LiveAssistant(_LiveModel):
+    """Sandwiching: ``lm`` answers people's questions about ``questions``, one reply per question (parameters: see
+    ``_LiveModel``)."""
 
     def answer(self, item_id: str, question: str) -> O.Turn:
         """The assistant's reply to a person's ``question`` (1–500 characters) about item ``item_id``, quotes
@@ -81,17 +82,10 @@ class LiveAssistant:
         return O.turn_from(generation, "assistant", None, q)
 
 
-class LiveDebaters:
-    """``lm`` (an LM with ``generate``, used greedily) debates ``questions`` ({item_id: PassageQuestion}) for a
-    person: one debater per answer, arguing simultaneously (neither sees the other's argument of the same round).
-    ``name`` is stored as the verdicts' critic; ``rounds``: questions a person may ask per item, each answered by both
-    debaters (one more debate round); arguments of about ``words`` words, at most ``max_tokens`` tokens."""
-
-    def __init__(self, lm, questions: dict[str, PassageQuestion], *, name: str, rounds: int = 2, words: int = 60,
-                 max_tokens: int = 120) -> None:
-        _check_sizes(rounds=rounds, words=words, max_tokens=max_tokens)
-        self.lm, self.questions, self.name = lm, questions, name
-        self.rounds, self.words, self.max_tokens = rounds, words, max_tokens
+class LiveDebaters(_LiveModel):
+    """Interactive debate: ``lm`` debates ``questions`` for a person, one debater per answer, arguing simultaneously
+    (neither sees the other's argument of the same round); each of the ``rounds`` questions a person may ask is
+    answered by both, one more debate round (parameters: see ``_LiveModel``)."""
 
     def opening(self, item_id: str) -> list[O.Turn]:
         """The first round: [the debater for answer A's argument, the debater for B's], quotes marked."""
