@@ -180,8 +180,9 @@ class JudgingApp:
         if assignment["debate"]:
             self._open_debate(token, item_id)
         assignment["exchange"] = self.exchange(token)
-        if live:
-            assignment["can_ask"] = self._asked(token, critic) < self._helper(critic).rounds
+        if live:  # a debate's opening is exchange 0, not a question
+            asked = len(assignment["exchange"]) - assignment["debate"]
+            assignment["can_ask"] = asked < self._helper(critic).rounds
         return assignment, progress
 
     def _helper(self, critic: str):
